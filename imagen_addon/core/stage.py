@@ -81,10 +81,11 @@ class Stage(nn.Module):
         return to_x0(out.float(), x_t.float(), log_snr_, self.cfg.diffusion.prediction)
 
     def loss(self, x0: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor,
-             lowres: torch.Tensor | None = None) -> torch.Tensor:
+             lowres: torch.Tensor | None = None, tiling: str = "none") -> torch.Tensor:
         """Training loss for images x0 in [-1, 1] (DDPM's simple loss, Ho et al. 2020, Eq. 14, with the eps or v target
         and optional Min-SNR weighting). Text is dropped with probability cond_drop_prob (classifier-free guidance);
-        SR stages get `lowres` (the downsampled image) noised at a random augmentation level."""
+        SR stages get `lowres` (the downsampled image) noised at a random augmentation level. Seamless data trains
+        with the padding it will be sampled with (`tiling`)."""
         cfg = self.cfg.diffusion
         b = x0.shape[0]
         t = torch.rand(b, device=x0.device)
@@ -100,5 +101,16 @@ class Stage(nn.Module):
                 raise ValueError("an SR stage is trained with `lowres`")
             t_aug = torch.rand(b, device=x0.device) * cfg.noise_aug_max
             cond, aug_log_snr = self.augment_lowres(lowres, x0.shape[-2:], t_aug)
-        out = self.unet(x_t, log_snr_, text, text_mask, cond, aug_log_snr)
+        out = self.unet(x_t, log_snr_, text, text_mask, cond, aug_log_snr, tiling)
         return diffusion_loss(out, x0, eps, log_snr_, cfg)
+
+
+class StageLoss(nn.Module):
+    """The training objective as a module, so that DDP (accelerate) wraps a forward that computes the loss."""
+
+    def __init__(self, stage: Stage):
+        super().__init__()
+        self.stage = stage
+
+    def forward(self, x0, text, text_mask, lowres=None, tiling="none"):
+        return self.stage.loss(x0, text, text_mask, lowres, tiling)
