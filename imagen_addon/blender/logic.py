@@ -1,0 +1,428 @@
+"""Pure logic of the Blender add-on: no bpy import, tested by plain pytest (tests/blender/test_logic.py).
+
+Request building, prompts composed from a scene description, node plans for worlds and materials, history
+records, UV projection maths and the online-access rule. The bpy glue modules turn Blender data into the plain
+values these functions take, and apply what they return.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Sequence
+
+MAX_PROMPT_CHARS = 1000
+MAX_SEED = 2**31 - 1  # Blender int properties are 32-bit signed; the runtime accepts up to 2**32 - 1
+SIZE_MULTIPLE = 8
+MIN_SIZE, MAX_SIZE = 8, 1024
+SAMPLERS = (
+    ("dpmpp", "DPM++ 2M", "Fast, good quality in 20-30 steps"),
+    ("ddim", "DDIM", "Deterministic, good for reproducing an image"),
+    ("ancestral", "Ancestral", "Stochastic; more variety, needs more steps"),
+)
+TILING = (
+    ("none", "None", "No tiling"),
+    ("x", "Horizontal", "Seamless left-right"),
+    ("xy", "Both", "Seamless in both directions (textures)"),
+)
+PROP_PREFIX = "imagen_"
+REQUEST_KEYS = ("prompt", "negative_prompt", "seed", "steps", "sampler", "guidance_scale", "width", "height",
+                "tiling", "panorama", "strength")
+
+
+class RequestError(ValueError):
+    """The user's settings can't make a request; the message says what to change."""
+
+
+def addon_package(module_package: str) -> str:
+    """Package name of the add-on (= the preferences' bl_idname) from a module inside `imagen_addon/blender/`.
+
+    'bl_ext.user_default.imagen.imagen_addon.blender' -> 'bl_ext.user_default.imagen'; 'imagen.imagen_addon.blender'
+    -> 'imagen'.
+    """
+    parts = module_package.split(".")
+    if parts[-2:] != ["imagen_addon", "blender"] or len(parts) < 3:
+        raise ValueError(f"not a module of imagen_addon.blender inside an add-on: {module_package!r}")
+    return ".".join(parts[:-2])
+
+
+# --- requests ------------------------------------------------------------------------------------------------
+
+
+def snap_size(value: int) -> int:
+    value = int(round(value / SIZE_MULTIPLE)) * SIZE_MULTIPLE
+    return max(MIN_SIZE, min(MAX_SIZE, value))
+
+
+def build_request(settings: dict[str, Any], mode: str = "text2img", init_image: bytes | None = None,
+                  rng: random.Random | None = None) -> dict[str, Any]:
+    """Scene settings (a plain dict, see properties.py) -> the JSON fields of `POST /v1/jobs`.
+
+    A random seed is drawn here (not by the server) so that every history record can be reproduced.
+    """
+    prompt = str(settings.get("prompt", "")).strip()
+    if mode in ("text2img", "img2img", "inpaint") and not prompt:
+        raise RequestError("Enter a prompt first (or use Describe Scene to write one)")
+    negative = str(settings.get("negative_prompt", "")).strip()
+    for name, text in (("Prompt", prompt), ("Negative prompt", negative)):
+        if len(text) > MAX_PROMPT_CHARS:
+            raise RequestError(f"{name} is too long: {len(text)} characters, at most {MAX_PROMPT_CHARS}")
+    if mode in ("img2img", "inpaint", "upscale") and not init_image:
+        raise RequestError(f"{mode} needs an init image")
+    if settings.get("random_seed", True):
+        seed = (rng or random.Random()).randint(0, MAX_SEED)
+    else:
+        seed = max(0, min(MAX_SEED, int(settings.get("seed", 0))))
+    request: dict[str, Any] = {
+        "mode": mode,
+        "prompt": prompt,
+        "negative_prompt": negative,
+        "seed": seed,
+        "steps": max(1, min(250, int(settings.get("steps", 25)))),
+        "sampler": settings.get("sampler", "dpmpp"),
+        "guidance_scale": max(0.0, min(30.0, float(settings.get("guidance_scale", 5.0)))),
+        "tiling": settings.get("tiling", "none"),
+    }
+    if settings.get("panorama"):
+        request["panorama"] = True
+        request["tiling"] = "x"
+        if not settings.get("use_native_size", True):
+            request["height"] = snap_size(min(int(settings.get("height", 256)), MAX_SIZE // 2))
+    elif not settings.get("use_native_size", True):
+        request["width"] = snap_size(settings.get("width", 256))
+        request["height"] = snap_size(settings.get("height", 256))
+    if init_image is not None:
+        request["init_image"] = init_image
+        request["strength"] = max(0.0, min(1.0, float(settings.get("strength", 0.7))))
+    return request
+
+
+def capture_size(render_width: int, render_height: int, settings: dict[str, Any], longest: int = 512) -> tuple[int, int]:
+    """Size of the viewport capture sent as init image: the requested size, else the render aspect at `longest`."""
+    if not settings.get("use_native_size", True) and not settings.get("panorama"):
+        return snap_size(settings.get("width", 256)), snap_size(settings.get("height", 256))
+    scale = longest / max(1, render_width, render_height)
+    return max(MIN_SIZE, round(render_width * scale)), max(MIN_SIZE, round(render_height * scale))
+
+
+# --- runtime connection ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    """A snapshot of the runtime preferences, taken on the main thread and handed to the worker thread."""
+
+    mode: str = "LOCAL"  # "LOCAL": start/reuse a runtime on this computer; "REMOTE": connect to url + token
+    url: str = ""
+    token: str = ""
+    python: str = ""
+    model_dir: str = ""
+    auto_start: bool = True
+    state_dir: str = ""
+    online_access: bool = False
+    timeout: float = 30.0
+    extra_paths: tuple[str, ...] = ()  # PYTHONPATH entries for the runtime (see runtime_python_paths)
+
+
+def runtime_python_paths(python: str, current_executable: str, sys_path: Sequence[str]) -> tuple[str, ...]:
+    """site-packages folders of this interpreter to hand to a runtime that runs with the same interpreter.
+
+    With Blender's own Python (the self-contained build), the wheels Blender installed for the extension live in a
+    site-packages folder on Blender's sys.path; a runtime started with another Python must not see them.
+    """
+    if not python or python != current_executable:
+        return ()
+    return tuple(p for p in sys_path if p.rstrip("/\\").endswith(("site-packages", "dist-packages")))
+
+
+def is_loopback_url(url: str) -> bool:
+    from ..runtime.client import RuntimeClientError, is_loopback
+
+    try:
+        return is_loopback(url)
+    except RuntimeClientError:
+        return False
+
+
+def check_url_allowed(url: str, online_access: bool) -> str | None:
+    """None when the add-on may connect to `url`, else the message to show (Blender's online-access rule)."""
+    if is_loopback_url(url) or online_access:
+        return None
+    return (f"Online access is disabled in Blender (Preferences > System > Network), so the add-on only connects "
+            f"to a runtime on this computer (127.0.0.1), not {url}. Allow online access or use a local runtime.")
+
+
+# --- scene description -> prompt -------------------------------------------------------------------------------
+
+PALETTE = {
+    "black": (0.05, 0.05, 0.05), "white": (0.95, 0.95, 0.95), "grey": (0.5, 0.5, 0.5),
+    "dark grey": (0.25, 0.25, 0.25), "light grey": (0.75, 0.75, 0.75), "red": (0.8, 0.1, 0.1),
+    "dark red": (0.45, 0.05, 0.05), "orange": (0.95, 0.55, 0.1), "yellow": (0.95, 0.9, 0.15),
+    "green": (0.15, 0.65, 0.2), "dark green": (0.05, 0.3, 0.1), "cyan": (0.1, 0.8, 0.85),
+    "blue": (0.1, 0.25, 0.85), "dark blue": (0.05, 0.08, 0.35), "light blue": (0.55, 0.75, 0.95),
+    "purple": (0.5, 0.15, 0.7), "pink": (0.95, 0.5, 0.7), "brown": (0.45, 0.28, 0.12), "beige": (0.9, 0.82, 0.65),
+}
+
+
+def linear_to_srgb(value: float) -> float:
+    value = max(0.0, min(1.0, value))
+    return value * 12.92 if value <= 0.0031308 else 1.055 * value ** (1 / 2.4) - 0.055
+
+
+def color_name(linear_rgb: Sequence[float]) -> str:
+    """Nearest palette name of a scene-linear colour (Blender's colour properties are linear)."""
+    rgb = [linear_to_srgb(c) for c in linear_rgb[:3]]
+    return min(PALETTE, key=lambda name: sum((a - b) ** 2 for a, b in zip(rgb, PALETTE[name])))
+
+
+@dataclass(frozen=True)
+class SceneObject:
+    name: str
+    kind: str = "MESH"
+    color: tuple[float, float, float] | None = None  # linear RGB of the (first) material
+
+
+def object_noun(name: str) -> str:
+    """'Cube.001' -> 'cube', 'OakTree_big' -> 'oak tree big'."""
+    base = re.sub(r"\.\d+$", "", name)
+    base = re.sub(r"(?<=[a-z])(?=[A-Z])", " ", base)
+    words = re.sub(r"[_\-.\d]+", " ", base).lower().split()
+    return " ".join(words) or "object"
+
+
+def _plural(noun: str) -> str:
+    if noun.endswith(("s", "x", "ch", "sh")):
+        return noun + "es"
+    if noun.endswith("y") and noun[-2:-1] not in "aeiou":
+        return noun[:-1] + "ies"
+    return noun + "s"
+
+
+NUMBERS = {2: "two", 3: "three", 4: "four", 5: "five", 6: "six", 7: "seven", 8: "eight", 9: "nine"}
+
+
+def compose_scene_prompt(objects: Iterable[SceneObject], world_color: Sequence[float] | None = None,
+                         style: str = "3d render, soft lighting") -> str:
+    """'a red cube, two blue spheres and a grey plane on a light blue background, 3d render, soft lighting'."""
+    groups: dict[tuple[str, str], int] = {}
+    for obj in objects:
+        if obj.kind not in ("MESH", "CURVE", "SURFACE", "META", "FONT"):
+            continue
+        colour = color_name(obj.color) if obj.color is not None else ""
+        key = (colour, object_noun(obj.name))
+        groups[key] = groups.get(key, 0) + 1
+    phrases = []
+    for (colour, noun), count in groups.items():
+        words = f"{colour} {noun}".strip() if count == 1 else f"{colour} {_plural(noun)}".strip()
+        if count == 1:
+            phrases.append(("an " if words[0] in "aeiou" else "a ") + words)
+        else:
+            phrases.append(f"{NUMBERS.get(count, str(count))} {words}")
+    if not phrases:
+        return ""
+    text = phrases[0] if len(phrases) == 1 else ", ".join(phrases[:-1]) + " and " + phrases[-1]
+    if world_color is not None:
+        text += f" on a {color_name(world_color)} background"
+    return f"{text}, {style}" if style else text
+
+
+# --- node plans ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class NodeSpec:
+    name: str  # node name, unique in the tree; an existing node with this name is reused
+    type: str  # bpy node type id, e.g. "ShaderNodeTexImage"
+    location: tuple[float, float]
+    props: dict[str, Any] = field(default_factory=dict)  # node attributes (interpolation, uv_map, ...)
+    inputs: dict[str, Any] = field(default_factory=dict)  # input socket default values
+    image: bool = False  # this node gets the image
+
+
+@dataclass
+class NodePlan:
+    nodes: list[NodeSpec]
+    links: list[tuple[str, str, str, str]]  # (from node, output socket, to node, input socket)
+
+    def node(self, name: str) -> NodeSpec:
+        return next(n for n in self.nodes if n.name == name)
+
+
+def world_node_plan(strength: float = 1.0) -> NodePlan:
+    """Environment Texture (equirectangular; a 2:1 panorama wraps around) -> Background -> World Output."""
+    return NodePlan(
+        nodes=[
+            NodeSpec("Imagen Environment", "ShaderNodeTexEnvironment", (-400, 300),
+                     props={"projection": "EQUIRECTANGULAR", "interpolation": "Linear"}, image=True),
+            NodeSpec("Imagen Background", "ShaderNodeBackground", (-100, 300), inputs={"Strength": strength}),
+            NodeSpec("World Output", "ShaderNodeOutputWorld", (150, 300), props={"is_active_output": True}),
+        ],
+        links=[("Imagen Environment", "Color", "Imagen Background", "Color"),
+               ("Imagen Background", "Background", "World Output", "Surface")],
+    )
+
+
+def material_node_plan(scale: float = 1.0, uv_map: str = "", extension: str = "REPEAT") -> NodePlan:
+    """UV (optionally a named map) -> Mapping (scale) -> Image Texture -> Principled BSDF Base Color -> Output."""
+    s = float(scale)
+    coords = (NodeSpec("Imagen UV", "ShaderNodeUVMap", (-900, 300), props={"uv_map": uv_map}) if uv_map
+              else NodeSpec("Imagen UV", "ShaderNodeTexCoord", (-900, 300)))
+    return NodePlan(
+        nodes=[
+            coords,
+            NodeSpec("Imagen Mapping", "ShaderNodeMapping", (-700, 300), inputs={"Scale": (s, s, 1.0)}),
+            NodeSpec("Imagen Texture", "ShaderNodeTexImage", (-500, 300), props={"extension": extension},
+                     image=True),
+            NodeSpec("Principled BSDF", "ShaderNodeBsdfPrincipled", (-200, 300)),
+            NodeSpec("Material Output", "ShaderNodeOutputMaterial", (100, 300), props={"is_active_output": True}),
+        ],
+        links=[("Imagen UV", "UV", "Imagen Mapping", "Vector"),
+               ("Imagen Mapping", "Vector", "Imagen Texture", "Vector"),
+               ("Imagen Texture", "Color", "Principled BSDF", "Base Color"),
+               ("Principled BSDF", "BSDF", "Material Output", "Surface")],
+    )
+
+
+def material_name(image_name: str, projected: bool = False) -> str:
+    """'Imagen a brick wall' -> 'Imagen a brick wall' (materials and images have separate names) or, projected,
+    'Imagen Projection a brick wall'."""
+    base = image_name[len("Imagen "):] if image_name.startswith("Imagen ") else image_name
+    return f"Imagen {'Projection ' if projected else ''}{base}"[:63]
+
+
+def panorama_warning(width: int, height: int) -> str | None:
+    if height and abs(width / height - 2.0) < 0.02:
+        return None
+    return f"The image is {width}x{height}, not a 2:1 panorama: the world will look stretched"
+
+
+# --- history -----------------------------------------------------------------------------------------------
+
+
+def history_record(request: dict[str, Any], result: dict[str, Any] | None = None,
+                   created: float | None = None) -> dict[str, Any]:
+    """What is stored on a generated image: the request without image payloads, and the seed actually used."""
+    result = result or {}
+    settings = {k: v for k, v in request.items() if k not in ("init_image", "mask")}
+    seed = result.get("seed", request.get("seed"))
+    if seed is not None:
+        settings["seed"] = seed
+    for key in ("width", "height"):
+        if result.get(key):
+            settings[key] = result[key]
+    return {"prompt": request.get("prompt", ""), "negative_prompt": request.get("negative_prompt", ""),
+            "seed": seed, "mode": request.get("mode", "text2img"), "settings": settings,
+            "created": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(created or time.time()))}
+
+
+def image_custom_props(record: dict[str, Any]) -> dict[str, Any]:
+    """Custom properties for an image datablock (ID properties: str / 32-bit int / float)."""
+    seed = record.get("seed")
+    return {
+        PROP_PREFIX + "prompt": record["prompt"],
+        PROP_PREFIX + "negative_prompt": record.get("negative_prompt", ""),
+        PROP_PREFIX + "seed": seed if isinstance(seed, int) and 0 <= seed <= MAX_SEED else str(seed),
+        PROP_PREFIX + "mode": record.get("mode", "text2img"),
+        PROP_PREFIX + "created": record.get("created", ""),
+        PROP_PREFIX + "settings": json.dumps(record["settings"], sort_keys=True),
+    }
+
+
+def record_from_custom_props(props: dict[str, Any]) -> dict[str, Any] | None:
+    if PROP_PREFIX + "prompt" not in props:
+        return None
+    try:
+        settings = json.loads(props.get(PROP_PREFIX + "settings") or "{}")
+    except (TypeError, json.JSONDecodeError):
+        settings = {}
+    return {"prompt": props[PROP_PREFIX + "prompt"], "negative_prompt": props.get(PROP_PREFIX + "negative_prompt", ""),
+            "seed": props.get(PROP_PREFIX + "seed"), "mode": props.get(PROP_PREFIX + "mode", "text2img"),
+            "created": props.get(PROP_PREFIX + "created", ""), "settings": settings}
+
+
+def settings_from_record(record: dict[str, Any]) -> dict[str, Any]:
+    """Scene setting values that reproduce a history record ("use these settings again")."""
+    s = record.get("settings", {})
+    out: dict[str, Any] = {"prompt": record.get("prompt", ""), "negative_prompt": record.get("negative_prompt", "")}
+    try:
+        seed = int(record.get("seed"))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        seed = None
+    if seed is not None and 0 <= seed <= MAX_SEED:
+        out.update(seed=seed, random_seed=False)
+    for key in ("steps", "sampler", "guidance_scale", "tiling", "strength"):
+        if key in s:
+            out[key] = s[key]
+    out["panorama"] = bool(s.get("panorama", False))
+    if "width" in s and "height" in s and not out["panorama"]:
+        out.update(width=int(s["width"]), height=int(s["height"]), use_native_size=False)
+    elif out["panorama"] and "height" in s:
+        out.update(height=int(s["height"]), use_native_size=False)
+    return out
+
+
+def output_filename(prompt: str, seed: Any, created: float | None = None) -> str:
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(created or time.time()))
+    slug = re.sub(r"[^a-z0-9]+", "-", prompt.lower()).strip("-")[:40].strip("-") or "image"
+    return f"imagen_{stamp}_{seed}_{slug}.png"
+
+
+def image_name(prompt: str) -> str:
+    words = " ".join(prompt.split()[:6]) or "image"
+    return f"Imagen {words}"[:60]
+
+
+# --- status text -------------------------------------------------------------------------------------------
+
+
+def progress_text(status: dict[str, Any]) -> str:
+    state = status.get("status")
+    if state == "queued":
+        position = status.get("position")
+        return "Queued" + (f" (position {position})" if position else "")
+    if state == "running":
+        text = f"Step {status.get('step', 0)}/{status.get('steps', 0)}"
+        if (status.get("stage_count") or 1) > 1:
+            text += f", stage {int(status.get('stage', 0)) + 1}/{status['stage_count']}"
+        return text
+    return {"done": "Done", "failed": "Failed", "cancelled": "Cancelled"}.get(str(state), str(state or ""))
+
+
+def health_text(health: dict[str, Any]) -> str:
+    model = health.get("model") or {}
+    size = model.get("native_size") or []
+    bits = [health.get("device", "?")]
+    if model.get("hash"):
+        bits.append(f"model {str(model['hash'])[:8]}")
+    if len(size) == 2:
+        bits.append(f"{size[0]}x{size[1]}")
+    text = f"Runtime {'ready' if health.get('status') == 'ok' else health.get('status', '?')}: " + ", ".join(bits)
+    if health.get("worker") not in (None, "ok"):
+        text += f" (worker {health['worker']})"
+    return text
+
+
+# --- UV maths -------------------------------------------------------------------------------------------------
+
+
+def camera_uv(view: Sequence[float], frame_aspect: float = 1.0, image_aspect: float = 1.0) -> tuple[float, float]:
+    """UV of a point from `world_to_camera_view` coordinates (x, y in 0..1 across the camera frame).
+
+    The image covers the frame keeping its aspect (centre crop): when image and frame aspects match, UV = (x, y).
+    """
+    x, y = float(view[0]), float(view[1])
+    if image_aspect > frame_aspect:  # image wider than the frame: its height spans the frame
+        return 0.5 + (x - 0.5) * frame_aspect / image_aspect, y
+    return x, 0.5 + (y - 0.5) * image_aspect / frame_aspect
+
+
+def box_uv(co: Sequence[float], normal: Sequence[float], bbox_min: Sequence[float],
+           bbox_max: Sequence[float]) -> tuple[float, float]:
+    """Box projection for meshes without UVs: project along the dominant normal axis, normalized to the bbox."""
+    axis = max(range(3), key=lambda i: abs(normal[i]))
+    u_axis, v_axis = [(1, 2), (0, 2), (0, 1)][axis]
+    extent = max(max(bbox_max[i] - bbox_min[i] for i in range(3)), 1e-9)
+    return (co[u_axis] - bbox_min[u_axis]) / extent, (co[v_axis] - bbox_min[v_axis]) / extent
