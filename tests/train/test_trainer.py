@@ -1,0 +1,126 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from imagen_addon.core.imagen import Imagen
+from imagen_addon.train import checkpoints as ck
+from imagen_addon.train.trainer import export_run, stage_plan, train
+
+RED, BLUE = (200, 40, 40), (45, 85, 200)
+
+
+def weights(run_dir):
+    latest = ck.latest_checkpoint(run_dir)
+    from safetensors.torch import load_file
+
+    return {f: load_file(latest / f) for f in sorted(os.listdir(latest)) if f.endswith(".safetensors")}
+
+
+def test_stage_plans(flat_colours, tmp_path, tiny_train_config):
+    cfg = tiny_train_config(flat_colours, tmp_path, steps=[4, 2], schedule="interleaved")
+    assert stage_plan(cfg) == [0, 0, 1, 0, 0, 1]
+    cfg = tiny_train_config(flat_colours, tmp_path, steps=[2, 1], schedule="sequential")
+    assert stage_plan(cfg) == [0, 0, 1]
+    cfg = tiny_train_config(flat_colours, tmp_path, stages=[1], steps=[3])
+    assert stage_plan(cfg) == [1, 1, 1]
+
+
+def test_resume_is_exact(flat_colours, tmp_path, tiny_train_config):
+    """N steps, stop, resume for N more == 2N steps in one go."""
+    train(tiny_train_config(flat_colours, tmp_path / "a", steps=[12], stop_at=12), progress=False)
+    assert ck.latest_checkpoint(tmp_path / "a").name == "step_00000012"
+    train(tiny_train_config(flat_colours, tmp_path / "a", steps=[12]), resume=True, progress=False)
+    train(tiny_train_config(flat_colours, tmp_path / "b", steps=[12]), progress=False)
+    a, b = weights(tmp_path / "a"), weights(tmp_path / "b")
+    assert a.keys() == b.keys()
+    for name in a:
+        for key in a[name]:
+            torch.testing.assert_close(a[name][key], b[name][key], rtol=1e-5, atol=1e-6)
+    logged = [json.loads(line)["step"] for line in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    assert logged == sorted(logged) and logged[-1] == 24  # the log continues where the checkpoint was
+
+
+def test_config_json_written_before_step_zero_and_dry_run(flat_colours, tmp_path, tiny_train_config):
+    from imagen_addon.cli import main
+
+    cfg = tiny_train_config(flat_colours, tmp_path / "r")
+    cfg.save(tmp_path / "cfg.json")
+    assert main(["train", "--config", str(tmp_path / "cfg.json"), "--dry-run", "lr=1e-4"]) == 0
+    assert not (tmp_path / "r").exists()
+    assert main(["train", "--config", str(tmp_path / "cfg.json"), "nonsense=1"]) == 2
+
+
+def test_cascade_trains_end_to_end_and_exports(flat_colours, tmp_path, tiny_train_config):
+    """A tiny cascade learns two captions -> two flat colours in well under a minute; its export loads."""
+    cfg = tiny_train_config(flat_colours, tmp_path / "run", steps=[400, 150], batch_size=16, sample_every_steps=550,
+                            sample_prompts=["a red image", "a blue image"], sample_steps=5, threads=0)
+    train(cfg, progress=False)
+    assert (tmp_path / "run" / "loss.png").is_file() and (tmp_path / "run" / "samples" / "step_00000550.png").is_file()
+    out = export_run(tmp_path / "run", tmp_path / "model")
+    imagen = Imagen.from_pretrained(out)
+    red, blue = imagen.generate(["a red image", "a blue image"], seed=0, steps=20, guidance_scale=3.0)
+    mean_red = np.asarray(red, dtype=float).reshape(-1, 3).mean(0)
+    mean_blue = np.asarray(blue, dtype=float).reshape(-1, 3).mean(0)
+    assert np.linalg.norm(mean_red - RED) < 50, mean_red
+    assert np.linalg.norm(mean_blue - BLUE) < 50, mean_blue
+
+
+def test_sigkill_any_moment_resumes_from_complete_checkpoint(flat_colours, tmp_path, tiny_train_config):
+    """Kill a run repeatedly at random moments (also mid-checkpoint); the latest checkpoint always loads."""
+    cfg = tiny_train_config(flat_colours, tmp_path / "run", steps=[400], checkpoint_every_steps=2, keep_checkpoints=2)
+    cfg.save(tmp_path / "cfg.json")
+    rng = np.random.default_rng(0)
+    cmd = [sys.executable, "-m", "imagen_addon.cli", "train", "--config", str(tmp_path / "cfg.json"), "--resume"]
+    env = {**os.environ, "TQDM_DISABLE": "1"}
+    for _ in range(3):
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 60
+        while ck.latest_checkpoint(tmp_path / "run") is None and time.time() < deadline:
+            time.sleep(0.2)
+        time.sleep(rng.uniform(0.5, 3.0))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        latest = ck.latest_checkpoint(tmp_path / "run")
+        assert latest is not None
+        imagen = Imagen(cfg.imagen_config)
+        opt = {k: torch.optim.AdamW(imagen.stages[k].parameters()) for k in (0, 1)}
+        sch = {k: torch.optim.lr_scheduler.LambdaLR(opt[k], lambda n: 1.0) for k in (0, 1)}
+        stages = {k: imagen.stages[k] for k in (0, 1)}
+        assert ck.load_checkpoint(latest, stages, stages, opt, sch) == int(latest.name.split("_")[1])
+
+
+def test_folder_with_bad_items_trains_with_warning(tmp_path, tiny_train_config):
+    root = tmp_path / "data"
+    root.mkdir()
+    for i, colour in enumerate([RED, BLUE, RED]):
+        Image.new("RGB", (40, 30), colour).save(root / f"{i}.png")
+        (root / f"{i}.txt").write_text("a red image" if colour == RED else "a blue image")
+    (root / "3.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"truncated")
+    (root / "3.txt").write_text("a corrupt image")
+    Image.new("RGB", (40, 30), RED).save(root / "4.png")
+    (root / "4.txt").write_text("   ")
+    (root / "notes.md").write_text("not an image")
+    cfg = tiny_train_config(root, tmp_path / "run", steps=[4])
+    with pytest.warns(UserWarning, match=r"skipped 3 item\(s\)"):
+        train(cfg, progress=False)
+    assert ck.latest_checkpoint(tmp_path / "run").name == "step_00000008"  # 4 steps per stage
+
+
+def test_imagen_train_api(flat_colours, tmp_path):
+    from imagen_addon.core.imagen import tiny_config
+
+    imagen = Imagen(tiny_config())
+    before = {k: v.clone() for k, v in imagen.state_dict().items()}
+    run = imagen.train(flat_colours, run_dir=str(tmp_path / "run"), steps=[4], batch_size=4, sample_every_steps=0,
+                       sr_crop=16)
+    assert (run / "config.json").is_file()
+    assert any(not torch.equal(before[k], v) for k, v in imagen.state_dict().items())
+    assert not imagen.training
