@@ -3,12 +3,12 @@
 All checks happen before anything is changed, so a refused operator leaves the scene as it was.
 """
 
-from __future__ import annotations
+from typing import cast
 
 import bpy
 from bpy.props import StringProperty
 
-from . import logic, scene as scene_data
+from . import scene as scene_data, scene_logic
 
 NO_IMAGE = "Generate an image first (or pick one in the Imagen panel's Image field)"
 
@@ -52,8 +52,8 @@ class IMAGEN_OT_set_world(bpy.types.Operator):
                       "wraps around)")
     bl_options = {"REGISTER", "UNDO"}
 
-    image_name: StringProperty(name="Image", description="Image to use (default: the current one)",
-                               options={"SKIP_SAVE"})  # type: ignore[valid-type]
+    image_name: StringProperty(  # type: ignore[valid-type]
+        name="Image", description="Image to use (default: the current one)", options={"SKIP_SAVE"})
 
     @classmethod
     def poll(cls, context):
@@ -65,7 +65,7 @@ class IMAGEN_OT_set_world(bpy.types.Operator):
             self.report({"ERROR"}, NO_IMAGE)
             return {"CANCELLED"}
         world = scene_data.set_world_image(context.scene, image)
-        warning = logic.panorama_warning(*image.size)
+        warning = scene_logic.panorama_warning(*scene_data.image_size(image))
         if warning:
             self.report({"WARNING"}, warning)
         self.report({"INFO"}, f"{image.name} is the background of world {world.name}")
@@ -79,8 +79,8 @@ class IMAGEN_OT_apply_material(bpy.types.Operator):
                       "repeated by Texture Scale)")
     bl_options = {"REGISTER", "UNDO"}
 
-    image_name: StringProperty(name="Image", description="Image to use (default: the current one)",
-                               options={"SKIP_SAVE"})  # type: ignore[valid-type]
+    image_name: StringProperty(  # type: ignore[valid-type]
+        name="Image", description="Image to use (default: the current one)", options={"SKIP_SAVE"})
 
     @classmethod
     def poll(cls, context):
@@ -97,7 +97,7 @@ class IMAGEN_OT_apply_material(bpy.types.Operator):
         meshes, skipped = found
         material = scene_data.ensure_material(image, context.scene.imagen.texture_scale)
         for obj in meshes:
-            scene_data.ensure_uvs(obj.data)
+            scene_data.ensure_uvs(cast(bpy.types.Mesh, obj.data))
             scene_data.assign_material(obj, material)
         _report_skipped(self, skipped)
         self.report({"INFO"}, f"Material {material.name} on {len(meshes)} object(s)")
@@ -111,8 +111,8 @@ class IMAGEN_OT_project_from_camera(bpy.types.Operator):
                       "'Imagen Camera'); best with an image generated from that camera's view")
     bl_options = {"REGISTER", "UNDO"}
 
-    image_name: StringProperty(name="Image", description="Image to use (default: the current one)",
-                               options={"SKIP_SAVE"})  # type: ignore[valid-type]
+    image_name: StringProperty(  # type: ignore[valid-type]
+        name="Image", description="Image to use (default: the current one)", options={"SKIP_SAVE"})
 
     @classmethod
     def poll(cls, context):
@@ -131,7 +131,7 @@ class IMAGEN_OT_project_from_camera(bpy.types.Operator):
         if found is None:
             return {"CANCELLED"}
         meshes, skipped = found
-        width, height = image.size
+        width, height = scene_data.image_size(image)
         aspect = width / height if height else 1.0
         try:
             for obj in meshes:

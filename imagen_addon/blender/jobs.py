@@ -134,8 +134,9 @@ def generate(context: bpy.types.Context, request: dict[str, Any],
 
     def work(emit: Callable[[Any], None], cancel: CancelToken) -> JobResult:
         client = connect(config)
+        fitted = logic.fit_request_to_model(request, client.health())
         emit({"status": "queued"})
-        return run_job_sync(client, request, on_progress=emit, cancel=cancel)
+        return run_job_sync(client, fitted, on_progress=emit, cancel=cancel)
 
     def on_done(result: JobResult) -> None:
         STATE.running = False
@@ -198,7 +199,7 @@ def finish(result: JobResult, request: dict[str, Any], folder: str,
     record = logic.history_record(request, result.result)
     image = scene_data.load_result_image(result.png, record, folder)
     if scene is not None:
-        scene.imagen.image = image
+        scene.imagen.image = image  # type: ignore[attr-defined]
     scene_data.show_in_image_editors(image)
     return image
 

@@ -3,12 +3,10 @@
 Every failure is reported with self.report({'ERROR'}, message) and leaves the scene unchanged.
 """
 
-from __future__ import annotations
-
 import bpy
 from bpy.props import StringProperty
 
-from . import jobs, logic, scene as scene_data
+from . import jobs, logic, scene as scene_data, scene_logic
 from .properties import apply_settings, settings_dict
 
 
@@ -104,7 +102,7 @@ class IMAGEN_OT_describe_scene(bpy.types.Operator):
 
     def execute(self, context):
         objects, world = scene_data.describe(context.scene)
-        prompt = logic.compose_scene_prompt(objects, world)
+        prompt = scene_logic.compose_scene_prompt(objects, world)
         if not prompt:
             self.report({"ERROR"}, "Nothing to describe: the scene has no visible mesh, curve or text objects")
             return {"CANCELLED"}

@@ -9,7 +9,9 @@ from . import jobs, runtime_ops, scene as scene_data
 HISTORY_ROWS = 10
 
 
-class _ImagenPanel:
+class _ImagenPanel(bpy.types.Panel):
+    """Shared settings of the Imagen panels (not registered itself)."""
+
     bl_space_type = "VIEW_3D"
     bl_region_type = "UI"
     bl_category = "Imagen"
@@ -19,7 +21,7 @@ class _ImagenPanel:
         return context.scene is not None and hasattr(context.scene, "imagen")
 
 
-class VIEW3D_PT_imagen(_ImagenPanel, bpy.types.Panel):
+class VIEW3D_PT_imagen(_ImagenPanel):
     bl_label = "Imagen"
 
     def draw(self, context):
@@ -55,7 +57,7 @@ class VIEW3D_PT_imagen(_ImagenPanel, bpy.types.Panel):
                 layout.template_icon(icon_value=preview.preview.icon_id, scale=8.0)
 
 
-class VIEW3D_PT_imagen_settings(_ImagenPanel, bpy.types.Panel):
+class VIEW3D_PT_imagen_settings(_ImagenPanel):
     bl_label = "Settings"
     bl_parent_id = "VIEW3D_PT_imagen"
     bl_options = {"DEFAULT_CLOSED"}
@@ -86,7 +88,7 @@ class VIEW3D_PT_imagen_settings(_ImagenPanel, bpy.types.Panel):
         layout.prop(settings, "strength")
 
 
-class VIEW3D_PT_imagen_use(_ImagenPanel, bpy.types.Panel):
+class VIEW3D_PT_imagen_use(_ImagenPanel):
     bl_label = "Use Image"
     bl_parent_id = "VIEW3D_PT_imagen"
 
@@ -101,7 +103,7 @@ class VIEW3D_PT_imagen_use(_ImagenPanel, bpy.types.Panel):
         col.operator("imagen.project_from_camera", icon="CAMERA_DATA")
 
 
-class VIEW3D_PT_imagen_history(_ImagenPanel, bpy.types.Panel):
+class VIEW3D_PT_imagen_history(_ImagenPanel):
     bl_label = "History"
     bl_parent_id = "VIEW3D_PT_imagen"
     bl_options = {"DEFAULT_CLOSED"}

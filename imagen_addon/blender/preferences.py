@@ -1,7 +1,5 @@
 """Add-on preferences: how to reach the runtime (start one locally, or connect to URL + token), output folder."""
 
-from __future__ import annotations
-
 import os
 import sys
 import tempfile
@@ -98,7 +96,7 @@ class ImagenPreferences(bpy.types.AddonPreferences):
 def get_prefs(context=None) -> ImagenPreferences | None:
     context = context or bpy.context
     addon = context.preferences.addons.get(ADDON_PACKAGE)
-    return addon.preferences if addon is not None else None  # type: ignore[return-value]
+    return addon.preferences if addon is not None else None
 
 
 def user_dir(*parts: str) -> str:

@@ -1,7 +1,5 @@
 """Per-scene generation settings (`scene.imagen`), saved with the .blend file."""
 
-from __future__ import annotations
-
 from typing import Any
 
 import bpy

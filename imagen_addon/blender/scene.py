@@ -12,7 +12,7 @@ from typing import Any, Iterator
 
 import bpy
 
-from . import logic
+from . import logic, scene_logic
 
 PROJECTION_UV = "Imagen Camera"
 TEXTURED_TYPES = {"MESH"}
@@ -58,11 +58,11 @@ def history_images() -> list[tuple[bpy.types.Image, dict[str, Any]]]:
 # --- node trees -----------------------------------------------------------------------------------------------
 
 
-def apply_node_plan(tree: bpy.types.NodeTree, plan: logic.NodePlan, image: bpy.types.Image | None) -> None:
+def apply_node_plan(tree: Any, plan: scene_logic.NodePlan, image: bpy.types.Image | None) -> None:
     """Create or reuse the plan's nodes (by name), set their values and links. Other nodes are left alone."""
     nodes = tree.nodes
     for spec in plan.nodes:
-        node = nodes.get(spec.name)
+        node: Any = nodes.get(spec.name)
         if node is not None and node.bl_idname != spec.type:
             nodes.remove(node)
             node = None
@@ -95,17 +95,17 @@ def set_world_image(scene: bpy.types.Scene, image: bpy.types.Image, strength: fl
         world = bpy.data.worlds.new("Imagen World")
         scene.world = world
     _use_nodes(world)
-    apply_node_plan(world.node_tree, logic.world_node_plan(strength), image)
+    apply_node_plan(world.node_tree, scene_logic.world_node_plan(strength), image)
     return world
 
 
 def ensure_material(image: bpy.types.Image, scale: float, projected: bool = False) -> bpy.types.Material:
     """The material of `image` (reused on a second apply), its nodes updated to the plan."""
-    name = logic.material_name(image.name, projected)
+    name = scene_logic.material_name(image.name, projected)
     material = bpy.data.materials.get(name) or bpy.data.materials.new(name)
     _use_nodes(material)
-    plan = (logic.material_node_plan(1.0, uv_map=PROJECTION_UV, extension="EXTEND") if projected
-            else logic.material_node_plan(scale))
+    plan = (scene_logic.material_node_plan(1.0, uv_map=PROJECTION_UV, extension="EXTEND") if projected
+            else scene_logic.material_node_plan(scale))
     apply_node_plan(material.node_tree, plan, image)
     material["imagen_image"] = image.name
     return material
@@ -116,7 +116,7 @@ def assign_material(obj: bpy.types.Object, material: bpy.types.Material) -> None
     if not obj.material_slots:
         obj.data.materials.append(material)
     else:
-        obj.material_slots[obj.active_material_index].material = material
+        obj.material_slots[int(obj.active_material_index or 0)].material = material
 
 
 # --- UVs ------------------------------------------------------------------------------------------------------
@@ -131,12 +131,12 @@ def ensure_uvs(mesh: bpy.types.Mesh) -> bool:
         raise RuntimeError(f"Could not add a UV map to {mesh.name}")
     if not mesh.vertices:
         return True
-    xs, ys, zs = zip(*(v.co[:] for v in mesh.vertices))
+    xs, ys, zs = zip(*(_vec3(v.co) for v in mesh.vertices))
     lo, hi = (min(xs), min(ys), min(zs)), (max(xs), max(ys), max(zs))
     for poly in mesh.polygons:
         for loop_index in poly.loop_indices:
             co = mesh.vertices[mesh.loops[loop_index].vertex_index].co
-            layer.data[loop_index].uv = logic.box_uv(co, poly.normal, lo, hi)
+            layer.data[loop_index].uv = scene_logic.box_uv(_vec3(co), _vec3(poly.normal), lo, hi)
     return True
 
 
@@ -152,7 +152,7 @@ def project_uvs_from_camera(scene: bpy.types.Scene, camera: bpy.types.Object, ob
     if layer is None:
         raise RuntimeError(f"{obj.name} has the maximum number of UV maps; remove one first")
     matrix = obj.matrix_world
-    uvs = [logic.camera_uv(world_to_camera_view(scene, camera, matrix @ v.co), frame_aspect, image_aspect)
+    uvs = [scene_logic.camera_uv(_vec3(world_to_camera_view(scene, camera, matrix @ v.co)), frame_aspect, image_aspect)
            for v in mesh.vertices]
     for loop in mesh.loops:
         layer.data[loop.index].uv = uvs[loop.vertex_index]
@@ -161,15 +161,25 @@ def project_uvs_from_camera(scene: bpy.types.Scene, camera: bpy.types.Object, ob
 # --- scene description -------------------------------------------------------------------------------------------
 
 
+def _vec3(value: Any) -> tuple[float, float, float]:
+    """First three components of a Vector / colour / bpy array as plain floats."""
+    return float(value[0]), float(value[1]), float(value[2])
+
+
+def image_size(image: bpy.types.Image) -> tuple[int, int]:
+    size: Any = image.size
+    return int(size[0]), int(size[1])
+
+
 def _principled_base_color(material: bpy.types.Material | None) -> tuple[float, float, float] | None:
     if material is None:
         return None
     if _uses_nodes(material):
         for node in material.node_tree.nodes:
             if node.bl_idname == "ShaderNodeBsdfPrincipled":
-                socket = node.inputs["Base Color"]
-                return None if socket.is_linked else tuple(socket.default_value[:3])  # type: ignore[return-value]
-    return tuple(material.diffuse_color[:3])  # type: ignore[return-value]
+                socket: Any = node.inputs["Base Color"]
+                return None if socket.is_linked else _vec3(socket.default_value)
+    return _vec3(material.diffuse_color)
 
 
 def world_color(world: bpy.types.World | None) -> tuple[float, float, float] | None:
@@ -178,20 +188,18 @@ def world_color(world: bpy.types.World | None) -> tuple[float, float, float] | N
     if _uses_nodes(world):
         for node in world.node_tree.nodes:
             if node.bl_idname == "ShaderNodeBackground":
-                socket = node.inputs["Color"]
-                if not socket.is_linked:
-                    return tuple(socket.default_value[:3])  # type: ignore[return-value]
-                return None
-    return tuple(world.color[:3])  # type: ignore[return-value]
+                socket: Any = node.inputs["Color"]
+                return None if socket.is_linked else _vec3(socket.default_value)
+    return _vec3(world.color)
 
 
-def describe(scene: bpy.types.Scene) -> tuple[list[logic.SceneObject], tuple[float, float, float] | None]:
+def describe(scene: bpy.types.Scene) -> tuple[list[scene_logic.SceneObject], tuple[float, float, float] | None]:
     objects = []
     for obj in scene.objects:
         if obj.hide_render or obj.hide_get():
             continue
         material = obj.active_material if obj.type in TEXTURED_TYPES else None
-        objects.append(logic.SceneObject(obj.name, obj.type, _principled_base_color(material)))
+        objects.append(scene_logic.SceneObject(obj.name, obj.type, _principled_base_color(material)))
     return objects, world_color(scene.world)
 
 
@@ -217,6 +225,7 @@ def capture_view(context: bpy.types.Context, width: int, height: int) -> bytes:
     Render settings are restored afterwards, so the scene is unchanged.
     """
     scene = context.scene
+    assert scene is not None
     render = scene.render
     path = os.path.join(tempfile.gettempdir(), f"imagen_view_{os.getpid()}.png")
     size = {"resolution_x": width, "resolution_y": height, "resolution_percentage": 100}
@@ -245,5 +254,5 @@ def _render_still(scene: bpy.types.Scene) -> None:
         return
     except RuntimeError:
         pass
-    with temporarily(render, engine="CYCLES"), temporarily(scene.cycles, samples=4, device="CPU"):
+    with temporarily(render, engine="CYCLES"), temporarily(getattr(scene, "cycles"), samples=4, device="CPU"):
         bpy.ops.render.render(write_still=True)

@@ -61,7 +61,8 @@ CHECKS = [
     "empty_prompt_is_refused", "runtime_down_is_reported", "offline_refuses_remote_url", "local_runtime_not_started",
     "wrong_token_is_reported", "generate_from_prompt", "history_reuse", "set_world_panorama",
     "apply_material_and_reuse", "apply_material_refusals", "project_from_camera", "project_refusals",
-    "generate_from_view", "generate_from_view_without_camera", "threaded_path_and_cancel", "disable_and_reenable",
+    "generate_from_view", "generate_from_view_without_camera", "threaded_path_and_cancel", "local_runtime_autostart",
+    "disable_and_reenable",
 ]
 
 
@@ -69,6 +70,8 @@ CHECKS = [
 def test_in_blender(report, name):
     entry = report.get(name)
     assert entry is not None, f"check {name} did not run (an earlier check stopped the run)"
+    if entry.get("skipped"):
+        pytest.skip(entry["skipped"])
     assert entry["ok"], entry["detail"]
 
 

@@ -9,8 +9,9 @@ import sys
 
 import pytest
 
-from imagen_addon.blender import logic
-from imagen_addon.blender.logic import RequestError, SceneObject
+from imagen_addon.blender import logic, scene_logic
+from imagen_addon.blender.logic import RequestError
+from imagen_addon.blender.scene_logic import SceneObject
 
 BASE = {"prompt": "a brick wall", "negative_prompt": "", "seed": 5, "random_seed": False, "steps": 20,
         "sampler": "ddim", "guidance_scale": 4.0, "use_native_size": True, "width": 256, "height": 128,
@@ -18,7 +19,7 @@ BASE = {"prompt": "a brick wall", "negative_prompt": "", "seed": 5, "random_seed
 
 
 def test_logic_imports_without_bpy():
-    code = ("import sys; sys.modules['bpy'] = None; import imagen_addon.blender.logic, imagen_addon.blender.worker;"
+    code = ("import sys; sys.modules['bpy'] = None; import imagen_addon.blender.logic, imagen_addon.blender.scene_logic, imagen_addon.blender.worker;"
             "import imagen_addon.blender; print('ok')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "ok", out.stderr
@@ -92,31 +93,31 @@ def test_url_policy():
 
 
 def test_color_names_use_linear_input():
-    assert logic.color_name((0.8, 0.02, 0.02)) == "red"
-    assert logic.color_name((0.05, 0.2, 0.9)) == "blue"
-    assert logic.color_name((0.21, 0.21, 0.21)) == "grey"  # linear 0.21 is sRGB ~0.5
-    assert logic.color_name((1, 1, 1)) == "white"
+    assert scene_logic.color_name((0.8, 0.02, 0.02)) == "red"
+    assert scene_logic.color_name((0.05, 0.2, 0.9)) == "blue"
+    assert scene_logic.color_name((0.21, 0.21, 0.21)) == "grey"  # linear 0.21 is sRGB ~0.5
+    assert scene_logic.color_name((1, 1, 1)) == "white"
 
 
 def test_object_noun():
-    assert logic.object_noun("Cube.001") == "cube"
-    assert logic.object_noun("OakTree_big") == "oak tree big"
-    assert logic.object_noun("123") == "object"
+    assert scene_logic.object_noun("Cube.001") == "cube"
+    assert scene_logic.object_noun("OakTree_big") == "oak tree big"
+    assert scene_logic.object_noun("123") == "object"
 
 
 def test_compose_scene_prompt():
     objects = [SceneObject("Cube", "MESH", (0.8, 0.02, 0.02)), SceneObject("Sphere", "MESH", (0.05, 0.2, 0.9)),
                SceneObject("Sphere.001", "MESH", (0.05, 0.2, 0.9)), SceneObject("Plane"), SceneObject("Apple"),
                SceneObject("Camera", "CAMERA"), SceneObject("Light", "LIGHT")]
-    prompt = logic.compose_scene_prompt(objects, world_color=(0.3, 0.55, 0.9))
+    prompt = scene_logic.compose_scene_prompt(objects, world_color=(0.3, 0.55, 0.9))
     assert prompt == ("a red cube, two blue spheres, a plane and an apple on a light blue background, "
                       "3d render, soft lighting")
-    assert logic.compose_scene_prompt([SceneObject("Light", "LIGHT")]) == ""
-    assert logic.compose_scene_prompt([SceneObject("Box")] * 3, style="") == "three boxes"
+    assert scene_logic.compose_scene_prompt([SceneObject("Light", "LIGHT")]) == ""
+    assert scene_logic.compose_scene_prompt([SceneObject("Box")] * 3, style="") == "three boxes"
 
 
 def test_world_node_plan():
-    plan = logic.world_node_plan(2.0)
+    plan = scene_logic.world_node_plan(2.0)
     env = plan.node("Imagen Environment")
     assert env.type == "ShaderNodeTexEnvironment" and env.image and env.props["projection"] == "EQUIRECTANGULAR"
     assert plan.node("Imagen Background").inputs == {"Strength": 2.0}
@@ -125,12 +126,12 @@ def test_world_node_plan():
 
 
 def test_material_node_plans():
-    plan = logic.material_node_plan(3.0)
+    plan = scene_logic.material_node_plan(3.0)
     assert plan.node("Imagen Mapping").inputs["Scale"] == (3.0, 3.0, 1.0)
     assert plan.node("Imagen UV").type == "ShaderNodeTexCoord"
     assert ("Imagen Texture", "Color", "Principled BSDF", "Base Color") in plan.links
     _check_links(plan)
-    projected = logic.material_node_plan(uv_map="Imagen Camera", extension="EXTEND")
+    projected = scene_logic.material_node_plan(uv_map="Imagen Camera", extension="EXTEND")
     assert projected.node("Imagen UV").props == {"uv_map": "Imagen Camera"}
     assert projected.node("Imagen Texture").props == {"extension": "EXTEND"}
     _check_links(projected)
@@ -143,14 +144,14 @@ def _check_links(plan):
 
 
 def test_material_names():
-    assert logic.material_name("Imagen a wall") == "Imagen a wall"
-    assert logic.material_name("photo.png", projected=True) == "Imagen Projection photo.png"
-    assert len(logic.material_name("Imagen " + "x" * 100)) <= 63
+    assert scene_logic.material_name("Imagen a wall") == "Imagen a wall"
+    assert scene_logic.material_name("photo.png", projected=True) == "Imagen Projection photo.png"
+    assert len(scene_logic.material_name("Imagen " + "x" * 100)) <= 63
 
 
 def test_panorama_warning():
-    assert logic.panorama_warning(128, 64) is None
-    assert "not a 2:1" in logic.panorama_warning(64, 64)
+    assert scene_logic.panorama_warning(128, 64) is None
+    assert "not a 2:1" in scene_logic.panorama_warning(64, 64)
 
 
 def test_history_round_trip():
@@ -205,17 +206,27 @@ def test_progress_and_health_text():
     ((1.0, 1.0, 5.0), 2.0, 1.0, (1.0, 0.75)),  # square image on a wide frame: the middle half of its height
 ])
 def test_camera_uv(view, frame, image, expected):
-    assert logic.camera_uv(view, frame, image) == pytest.approx(expected)
+    assert scene_logic.camera_uv(view, frame, image) == pytest.approx(expected)
 
 
 def test_box_uv():
     lo, hi = (-1, -1, -1), (1, 1, 1)
-    assert logic.box_uv((1, -1, 1), (0, 0, 1), lo, hi) == (1.0, 0.0)  # top face: x, y
-    assert logic.box_uv((1, -1, 1), (1, 0, 0), lo, hi) == (0.0, 1.0)  # side face: y, z
-    assert logic.box_uv((0, 0, 0), (0, 0, 1), (0, 0, 0), (0, 0, 0)) == (0.0, 0.0)  # degenerate bbox
+    assert scene_logic.box_uv((1, -1, 1), (0, 0, 1), lo, hi) == (1.0, 0.0)  # top face: x, y
+    assert scene_logic.box_uv((1, -1, 1), (1, 0, 0), lo, hi) == (0.0, 1.0)  # side face: y, z
+    assert scene_logic.box_uv((0, 0, 0), (0, 0, 1), (0, 0, 0), (0, 0, 0)) == (0.0, 0.0)  # degenerate bbox
 
 
 def test_runtime_python_paths():
     sys_path = ["/blender/scripts", "/ext/.local/lib/python3.11/site-packages", "/usr/lib/python3/dist-packages/"]
     assert logic.runtime_python_paths("/b/python", "/b/python", sys_path) == tuple(sys_path[1:])
     assert logic.runtime_python_paths("/venv/python", "/b/python", sys_path) == ()
+
+
+def test_fit_request_to_model():
+    health = {"model": {"size_multiple": 64}}
+    assert logic.fit_request_to_model({"width": 200, "height": 8}, health) == {"width": 192, "height": 64}
+    assert logic.fit_request_to_model({"height": 1000, "panorama": True}, health) == {"height": 512,
+                                                                                     "panorama": True}
+    assert logic.fit_request_to_model({"prompt": "x"}, health) == {"prompt": "x"}
+    assert logic.fit_request_to_model({"width": 36}, {"model": {"size_multiple": 4}}) == {"width": 36}
+    assert logic.fit_request_to_model({"width": 38}, {}) == {"width": 40}  # unknown: multiple of 8

@@ -45,6 +45,7 @@ class FakeRuntime:
         self.delay = delay
         self.fail_with = fail_with
         self.native_size = native_size
+        self.size_multiple = 8
         self.jobs: dict[str, dict] = {}
         self.requests: list[tuple[str, str, dict | None]] = []
         self.lock = threading.Lock()
@@ -168,7 +169,8 @@ class _Handler(BaseHTTPRequestHandler):
                 "status": "ok", "version": "0.1.0", "api": 1,
                 "model": {"path": "fake", "hash": "fake0000", "stages": [{"image_size": fake.native_size,
                                                                             "kind": "base"}],
-                          "text_encoder": "fake", "native_size": [fake.native_size, fake.native_size]},
+                          "text_encoder": "fake", "native_size": [fake.native_size, fake.native_size],
+                          "size_multiple": fake.size_multiple},
                 "device": "cpu", "worker": "ok", "queue": {"length": fake.active_jobs(), "max": fake.queue_max},
             })
         if fake.token and self.headers.get("Authorization") != f"Bearer {fake.token}":

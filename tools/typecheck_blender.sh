@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Type-check the Blender glue (imagen_addon/blender + the stdlib runtime client/launcher) against the
+# fake-bpy-module stubs. The stubs live in their own venv (build/typecheck-venv): installed next to the real
+# `bpy` module they would shadow it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=build/typecheck-venv
+if [ ! -x "$VENV/bin/mypy" ]; then
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install --quiet fake-bpy-module-latest mypy
+fi
+exec "$VENV/bin/mypy" --config-file tools/mypy-blender.ini "$@"
