@@ -131,14 +131,14 @@ class IMAGEN_OT_project_from_camera(bpy.types.Operator):
         if found is None:
             return {"CANCELLED"}
         meshes, skipped = found
+        full = [obj.name for obj in meshes if not scene_data.can_project(obj)]
+        if full:
+            self.report({"ERROR"}, "No free UV map slot (8 used) on: " + ", ".join(full))
+            return {"CANCELLED"}
         width, height = scene_data.image_size(image)
         aspect = width / height if height else 1.0
-        try:
-            for obj in meshes:
-                scene_data.project_uvs_from_camera(scene, scene.camera, obj, aspect)
-        except RuntimeError as err:
-            self.report({"ERROR"}, str(err))
-            return {"CANCELLED"}
+        for obj in meshes:
+            scene_data.project_uvs_from_camera(scene, scene.camera, obj, aspect)
         material = scene_data.ensure_material(image, 1.0, projected=True)
         for obj in meshes:
             scene_data.assign_material(obj, material)

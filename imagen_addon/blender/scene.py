@@ -140,6 +140,15 @@ def ensure_uvs(mesh: bpy.types.Mesh) -> bool:
     return True
 
 
+MAX_UV_MAPS = 8
+
+
+def can_project(obj: bpy.types.Object) -> bool:
+    """Whether `obj` has (or can get) the `Imagen Camera` UV map."""
+    uv_layers = getattr(obj.data, "uv_layers", None)
+    return uv_layers is not None and (PROJECTION_UV in uv_layers or len(uv_layers) < MAX_UV_MAPS)
+
+
 def project_uvs_from_camera(scene: bpy.types.Scene, camera: bpy.types.Object, obj: bpy.types.Object,
                             image_aspect: float) -> None:
     """UV map `Imagen Camera` on `obj`: each vertex where the active camera sees it (image covers the frame)."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import re
 import secrets
 import signal
 import subprocess
@@ -244,11 +245,19 @@ class RuntimeLauncher:
                 if ready:
                     return ready
             if self._process.poll() is not None:
-                raise LauncherError(f"The runtime exited with code {self._process.returncode} before it was "
-                                    f"ready. Last output:\n{self.log_tail()}")
+                raise LauncherError(self._exit_message(self._process.returncode))
             time.sleep(0.1)
         raise LauncherError(f"The runtime did not report ready within {self.ready_timeout:g} s. Last output:\n"
                             f"{self.log_tail()}")
+
+    def _exit_message(self, code: int | None) -> str:
+        tail = self.log_tail()
+        missing = re.search(r"No module named '?([\w.]+)'?", tail)
+        if missing and missing.group(1).split(".")[0] in ("torch", "numpy", "fastapi", "uvicorn", "pydantic",
+                                                          "safetensors", "transformers", "PIL"):
+            return (f"The Python at {self.python} cannot run the model: it has no '{missing.group(1)}'. Set a "
+                    f"Python that has torch installed in the add-on preferences (or install the full build).")
+        return f"The runtime exited with code {code} before it was ready. Last output:\n{tail}"
 
     def _wait_health(self, info: RuntimeInfo, attempts: int = 50) -> None:
         for _ in range(attempts):

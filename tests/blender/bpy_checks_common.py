@@ -92,3 +92,45 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+class RecordingLayout:
+    """Stands in for UILayout when calling draw() in background mode (there is no UI to draw into).
+
+    prop() checks the property exists; operator() checks the operator is registered and that the properties set
+    on its result exist. Every call is recorded as (method, first argument) in `calls` (shared with sub-layouts).
+    """
+
+    def __init__(self, calls: list | None = None):
+        self.calls = [] if calls is None else calls
+
+    def prop(self, data, name, **kwargs):
+        assert name in data.bl_rna.properties.keys(), f"{type(data).__name__} has no property {name!r}"
+        self.calls.append(("prop", name))
+
+    def operator(self, idname, **kwargs):
+        category, name = idname.split(".")
+        rna = getattr(getattr(bpy.ops, category), name).get_rna_type()  # KeyError when not registered
+        self.calls.append(("operator", idname))
+        return _OperatorProps(set(rna.properties.keys()))
+
+    def template_ID(self, data, name, **kwargs):
+        self.prop(data, name)
+
+    def __getattr__(self, method):  # row(), column(), box(), label(), progress(), ...: sub-layouts
+        def call(*args, **kwargs):
+            self.calls.append((method, kwargs.get("text", args[0] if args else None)))
+            return RecordingLayout(self.calls)
+
+        return call
+
+    def __setattr__(self, name, value):  # alert, enabled, scale_y, use_property_split, ...
+        object.__setattr__(self, name, value)
+
+
+class _OperatorProps:
+    def __init__(self, names: set):
+        object.__setattr__(self, "_names", names)
+
+    def __setattr__(self, name, value):
+        assert name in self._names, f"operator has no property {name!r}"

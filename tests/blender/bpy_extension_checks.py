@@ -25,7 +25,7 @@ import bpy_scene_checks  # noqa: E402,F401  (registers the scene checks)
 
 assert bpy_scene_checks.__name__
 from bpy_checks_common import (  # noqa: E402
-    CHECKS, FAKE, OPERATORS, PANELS, PKG, Skip, check, expect_error, free_port, last_job_body, mod, prefs, settings,
+    CHECKS, FAKE, OPERATORS, PANELS, PKG, RecordingLayout, Skip, check, expect_error, free_port, last_job_body, mod, prefs, settings,
     snapshot, use_runtime,
 )
 
@@ -35,7 +35,7 @@ ORDER = (
     "wrong_token_is_reported", "generate_from_prompt", "history_reuse", "set_world_panorama",
     "apply_material_and_reuse", "apply_material_refusals", "project_from_camera", "project_refusals",
     "generate_from_view", "generate_from_view_without_camera", "threaded_path_and_cancel", "local_runtime_autostart",
-    "disable_and_reenable",
+    "panels_and_preferences_draw", "disable_and_reenable",
 )
 
 
@@ -211,6 +211,40 @@ def local_runtime_autostart(_) -> dict:
         time.sleep(0.1)
     assert not pid_alive(info.pid) and launcher.running() is None
     return {"url": info.url, "pid": info.pid}
+
+
+@check
+def panels_and_preferences_draw(_) -> list:
+    """Every draw() runs without error, idle and busy, with a history (layouts recorded, see RecordingLayout)."""
+    from types import SimpleNamespace
+
+    jobs, calls = mod("jobs"), []
+    busy = jobs.busy
+    try:
+        for state in (False, True):
+            jobs.busy = lambda: state  # the panels ask jobs.busy(); a real job can't be held open here
+            for name in PANELS:
+                panel = getattr(bpy.types, name)
+                assert panel.poll(bpy.context)
+                layout = RecordingLayout()
+                panel.draw(SimpleNamespace(layout=layout), bpy.context)
+                calls += layout.calls
+    finally:
+        jobs.busy = busy
+    for mode in ("LOCAL", "REMOTE"):
+        prefs().runtime_mode = mode
+
+        class Proxy:
+            layout = RecordingLayout(calls)
+
+            def __getattr__(self, name):
+                return getattr(prefs(), name)
+
+        mod("preferences").ImagenPreferences.draw(Proxy(), bpy.context)
+    names = {arg for kind, arg in calls if kind == "operator"}
+    assert names >= {f"imagen.{op}" for op in OPERATORS}, names  # every operator has a button somewhere
+    assert ("prop", "prompt") in calls and any(kind == "progress" for kind, _ in calls)
+    return sorted(names)
 
 
 @check

@@ -123,6 +123,12 @@ def project_refusals(_) -> None:
         assert snapshot() == before
     finally:
         scene.camera = camera
+    plane = bpy.data.objects["Plane"]
+    while len(plane.data.uv_layers) < 8:
+        plane.data.uv_layers.new(name=f"Extra {len(plane.data.uv_layers)}")
+    before = snapshot()
+    expect_error(bpy.ops.imagen.project_from_camera, "No free UV map slot (8 used) on: Plane")
+    assert snapshot() == before
 
 
 @check

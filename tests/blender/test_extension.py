@@ -62,7 +62,7 @@ CHECKS = [
     "wrong_token_is_reported", "generate_from_prompt", "history_reuse", "set_world_panorama",
     "apply_material_and_reuse", "apply_material_refusals", "project_from_camera", "project_refusals",
     "generate_from_view", "generate_from_view_without_camera", "threaded_path_and_cancel", "local_runtime_autostart",
-    "disable_and_reenable",
+    "panels_and_preferences_draw", "disable_and_reenable",
 ]
 
 

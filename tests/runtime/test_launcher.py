@@ -85,3 +85,12 @@ def test_missing_interpreter(tmp_path):
     launcher = RuntimeLauncher(tmp_path, python=str(tmp_path / "nope" / "python"))
     with pytest.raises(LauncherError, match="interpreter not found"):
         launcher.start()
+
+
+def test_missing_torch_gets_a_hint(tmp_path):
+    fake_server = tmp_path / "pkg" / "no_torch_server.py"
+    fake_server.parent.mkdir()
+    fake_server.write_text("raise ModuleNotFoundError(\"No module named 'torch'\")\n")
+    launcher = make_launcher(tmp_path, module="no_torch_server", extra_paths=[str(fake_server.parent)])
+    with pytest.raises(LauncherError, match="has no 'torch'.*Python that has torch"):
+        launcher.start()
