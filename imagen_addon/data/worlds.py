@@ -27,6 +27,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from .heldout import is_held_out
 from .vocab import caption, sample_attributes
 from .worlds_landscape import landscape_layout, render_landscape
 from .worlds_material import render_material
@@ -142,6 +143,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--panorama-fraction", type=float, default=0.25, help="share of landscapes that are 2:1")
     parser.add_argument("--material-fraction", type=float, default=0.4, help="share of images that are materials")
     parser.add_argument("--workers", type=int, default=None, help="processes (default: 2 for large jobs)")
+    parser.add_argument("--hold-out", action="store_true",
+                        help="leave out the attribute combinations `imagen eval` tests (see data/heldout.py)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
@@ -163,7 +166,8 @@ def cli_main(argv: list[str]) -> int:
         return 2
     try:
         out = generate_dataset(args.out, args.count, args.size, args.seed, args.panorama_fraction,
-                               args.material_fraction, progress=not args.quiet, workers=args.workers)
+                               args.material_fraction, progress=not args.quiet, workers=args.workers,
+                               exclude=is_held_out if args.hold_out else None)
     except OSError as exc:
         print(f"{parser.prog}: error: cannot write the dataset: {exc}", file=sys.stderr)
         return 1

@@ -101,6 +101,7 @@ def train(cfg: TrainConfig, resume: bool = False, imagen: Imagen | None = None, 
 
     caller_model = imagen is not None
     if imagen is None:
+        torch.manual_seed(cfg.seed)  # the initial weights are part of the run's recipe
         imagen = Imagen.from_pretrained(cfg.init_from) if cfg.init_from else Imagen(cfg.imagen_config)
     imagen.train(True)
     ema_imagen = copy.deepcopy(imagen).eval().requires_grad_(False)
