@@ -29,7 +29,7 @@ READY_PREFIX = "IMAGEN_RUNTIME_READY"
 TOKEN_ENV = "IMAGEN_RUNTIME_TOKEN"
 SERVER_MODULE = "imagen_addon.runtime.server"
 ADDON_ROOT = Path(__file__).resolve().parents[2]  # the folder that contains the `imagen_addon` package
-BUNDLED_WEIGHTS = ADDON_ROOT / "imagen_addon" / "weights"
+BUNDLED_MODEL = ADDON_ROOT / "imagen_addon" / "weights" / "default"  # what Imagen.from_pretrained() loads
 
 
 class LauncherError(Exception):
@@ -131,7 +131,7 @@ class RuntimeLauncher:
     def model_path(self) -> str:
         if self.model_dir:
             return str(Path(self.model_dir).expanduser())
-        return str(BUNDLED_WEIGHTS) if BUNDLED_WEIGHTS.is_dir() and any(BUNDLED_WEIGHTS.iterdir()) else ""
+        return str(BUNDLED_MODEL) if (BUNDLED_MODEL / "imagen.json").is_file() else ""
 
     def recorded(self) -> RuntimeInfo | None:
         """The runtime recorded in the state file, if any (alive or not)."""
