@@ -100,11 +100,11 @@ def build_scene(bpy, width: int, height: int) -> list:
     return [cube, sphere]
 
 
-def generate(bpy, prompt: str, seed: int, steps: int, **extra) -> object:
+def generate(bpy, prompt: str, seed: int, steps: int, panorama: bool = False, tiling: str = "none"):
     """The Generate button (synchronous in background mode); returns the new image datablock."""
     settings = bpy.context.scene.imagen
     settings.prompt, settings.seed, settings.random_seed, settings.steps = prompt, seed, False, steps
-    settings.panorama, settings.tiling = extra.get("panorama", False), extra.get("tiling", "none")
+    settings.panorama, settings.tiling = panorama, tiling
     call_operator(bpy.ops.imagen.generate)
     return settings.image
 
