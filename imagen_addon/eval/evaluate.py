@@ -1,0 +1,413 @@
+"""`imagen eval`: prompt following on held-out procedural prompts, Fréchet distance, seam errors and speed.
+
+    imagen eval --out eval_out [--model DIR] [--count 64,32] [--settings ancestral:250,ddim:50,dpmpp:20,dpmpp:10]
+                [--sr-steps 10] [--write-benchmarks BENCHMARKS.md]
+
+Prompts are attribute combinations the bundled model never saw (`data/heldout.py`) in the spec's vocabulary,
+fixed by --seed. A setting (sampler, steps) drives the base stage, where prompt following is decided; the SR
+stages run DPM-Solver++ with --sr-steps in every setting. Landscapes are square, materials tiled "xy". `judge.py`
+scores each asked attribute; the Fréchet distance compares world-net features of generated images and of
+procedural renders of the same records; seam errors set tiled generations against untiled ones.
+Writes results.json, table.md, grid.png (prompts x seeds) and accuracy_vs_steps.png to --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..data.heldout import is_held_out
+from ..data.vocab import caption, sample_attributes
+from . import judge as J
+
+DEFAULT_SETTINGS = "ancestral:250,ddim:50,dpmpp:20,dpmpp:10"
+SAMPLER_NAMES = {"ancestral": "Ancestral", "ddim": "DDIM", "dpmpp": "DPM-Solver++"}
+ATTRIBUTES = J.LANDSCAPE_ATTRIBUTES + J.MATERIAL_ATTRIBUTES
+START, END = "<!-- eval:start -->", "<!-- eval:end -->"
+
+
+@dataclass(frozen=True)
+class Setting:
+    sampler: str
+    steps: int
+
+    @property
+    def label(self) -> str:
+        return f"{SAMPLER_NAMES[self.sampler]} {self.steps}"
+
+
+def parse_settings(text: str) -> list[Setting]:
+    """'ancestral:250,ddim:50,dpmpp:20' -> settings, with readable errors."""
+    out = []
+    for item in filter(None, (s.strip() for s in text.split(","))):
+        name, _, steps = item.partition(":")
+        if name not in SAMPLER_NAMES or not steps.isdigit() or int(steps) < 1:
+            raise ValueError(f"setting {item!r} must look like SAMPLER:STEPS with SAMPLER in "
+                             f"{', '.join(SAMPLER_NAMES)} and STEPS >= 1")
+        out.append(Setting(name, int(steps)))
+    if not out:
+        raise ValueError("no settings given")
+    return out
+
+
+def heldout_records(kind: str, count: int, seed: int) -> list[tuple[dict, str]]:
+    """`count` distinct held-out attribute records of `kind` with a caption each, determined by `seed`.
+    Landscapes whose object would be the colour of its ground are left out (see `judge.object_visible`)."""
+    rng = np.random.default_rng([seed, 0 if kind == "landscape" else 1])
+    out, seen = [], set()
+    for _ in range(50 * count + 100):
+        if len(out) == count:
+            break
+        attrs = sample_attributes(rng, kind, lambda a: not is_held_out(a) or not J.object_visible(a))
+        key = json.dumps(attrs, sort_keys=True)
+        if key not in seen:
+            seen.add(key)
+            out.append((attrs, caption(attrs, rng)))
+    return out
+
+
+def reference_images(records: list[dict], size: int, seed: int) -> list[np.ndarray]:
+    """Procedural renders of the records (the 'real' images the judge and the Fréchet distance compare with)."""
+    from ..data.worlds import render  # noqa: PLC0415
+
+    return [render(a, size, np.random.default_rng([seed, 7, i])) for i, a in enumerate(records)]
+
+
+def generate(imagen, texts: list[str], seeds: list[int], setting: Setting, *, sr_steps: int, guidance: float,
+             size: tuple[int, int] | None = None, tiling: str = "none", batch: int = 16) -> tuple[list, float]:
+    """Images for `texts` (image i from seeds[i]) and the wall seconds they took. The base stage runs `setting`
+    in batches of `batch` prompts; the SR stages run DPM-Solver++ for `sr_steps`, one image per call (the
+    public API takes one low-resolution image per call)."""
+    common = {"guidance_scale": guidance, "size": size, "tiling": tiling}
+    sr = range(1, len(imagen.stages))
+    images, t0 = [], time.perf_counter()
+    for start in range(0, len(texts), batch):
+        chunk, chunk_seeds = texts[start:start + batch], seeds[start:start + batch]
+        lows = imagen.generate(chunk, seed=chunk_seeds, steps=setting.steps, sampler=setting.sampler,
+                               stages=range(1), **common)
+        if not len(sr):
+            images += lows
+            continue
+        for text, s, low in zip(chunk, chunk_seeds, lows):
+            images += imagen.generate(text, seed=s, steps=sr_steps, sampler="dpmpp", stages=sr, lowres_image=low,
+                                      **common)
+    return images, time.perf_counter() - t0
+
+
+def accuracy(verdicts: list[dict[str, bool]]) -> dict[str, float]:
+    """Per-attribute share of True over the verdicts that contain it."""
+    out = {}
+    for key in ATTRIBUTES:
+        values = [v[key] for v in verdicts if key in v]
+        if values:
+            out[key] = round(float(np.mean(values)), 4)
+    return out
+
+
+def mean_of(acc: dict[str, float], keys=ATTRIBUTES) -> float | None:
+    values = [acc[k] for k in keys if k in acc]
+    return round(float(np.mean(values)), 4) if values else None
+
+
+def pooled_seam(images: list, axis: int) -> float | None:
+    return round(J.seam_ratio(images, axis), 3) if images else None
+
+
+def fd_block(feats: np.ndarray, ref: np.ndarray, kinds: list[str]) -> dict[str, float | None]:
+    """Fréchet distances of all images and of each kind (None with fewer than two images)."""
+    from .classifier import frechet_distance  # noqa: PLC0415
+
+    groups = {"all": kinds, "landscape": ["landscape"], "material": ["material"]}
+    idx = {name: [i for i, k in enumerate(kinds) if k in keep] for name, keep in groups.items()}
+    return {name: round(frechet_distance(feats[i], ref[i]), 3) if len(i) >= 2 else None for name, i in idx.items()}
+
+
+# ---------------------------------------------------------------- the run
+
+
+def run(args) -> dict:
+    import torch  # noqa: PLC0415
+
+    from ..core.imagen import Imagen  # noqa: PLC0415
+    from .classifier import load_nets  # noqa: PLC0415
+
+    say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, flush=True))
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    settings = parse_settings(args.settings)
+    n_land, n_mat = args.count
+    imagen = Imagen.from_pretrained(args.model, device=args.device)
+    final = imagen.config.stages[-1].image_size
+    nets = load_nets(Path(args.judge_weights)) if args.judge_weights else load_nets()
+    land = heldout_records("landscape", n_land, args.seed)
+    mats = heldout_records("material", n_mat, args.seed)
+    records, texts = [a for a, _ in land + mats], [t for _, t in land + mats]
+    kinds = [a["kind"] for a in records]
+    seeds = [args.seed * 100_000 + i for i in range(len(records))]
+    say(f"eval: {len(land)} landscape + {len(mats)} material held-out prompts, {len(settings)} settings")
+
+    real = reference_images(records, final, args.seed)
+    real_verdicts, real_feats = J.judge_batch(real, records, nets)
+    real_acc = accuracy(real_verdicts)
+    results = {
+        "model": str(args.model or "bundled"), "model_hash": imagen.model_hash, "seed": args.seed,
+        "prompts": [{"text": t, "attributes": a} for t, a in zip(texts, records)],
+        "counts": {"landscape": len(land), "material": len(mats)}, "guidance_scale": args.guidance,
+        "sr": {"sampler": "dpmpp", "steps": args.sr_steps, "note": "every setting's SR stages use this"},
+        "judge": {"method": "measured colours / positions / presence; CNN pattern, orientation, shape",
+                  "real_accuracy": real_acc, "real_mean_accuracy": mean_of(real_acc),
+                  "nets": nets.meta.get("heldout_accuracy")},
+        "settings": []}
+    say(f"eval: judge on procedural images of these prompts: mean {mean_of(real_acc)}")
+
+    gen = {"sr_steps": args.sr_steps, "guidance": args.guidance, "batch": args.batch}
+    nl, tiled = len(land), {}
+    for setting in settings:
+        say(f"eval: {setting.label} ...")
+        land_images, t_land = generate(imagen, texts[:nl], seeds[:nl], setting, tiling="none", **gen)
+        mat_images, t_mat = generate(imagen, texts[nl:], seeds[nl:], setting, tiling="xy", **gen)
+        images, tiled[setting] = land_images + mat_images, mat_images
+        verdicts, feats = J.judge_batch(images, records, nets)
+        acc = accuracy(verdicts)
+        row = {"sampler": setting.sampler, "steps": setting.steps, "label": setting.label, "accuracy": acc,
+               "mean_accuracy": mean_of(acc), "landscape_accuracy": mean_of(acc, J.LANDSCAPE_ATTRIBUTES),
+               "material_accuracy": mean_of(acc, J.MATERIAL_ATTRIBUTES), "fd": fd_block(feats, real_feats, kinds),
+               "seam": {"material_x": pooled_seam(mat_images, 1), "material_y": pooled_seam(mat_images, 0)},
+               "seconds_per_image": round((t_land + t_mat) / len(records), 3)}
+        results["settings"].append(row)
+        say(f"eval: {setting.label}: mean accuracy {row['mean_accuracy']}, FD {row['fd']['all']}, "
+            f"{row['seconds_per_image']} s/image")
+
+    extra = settings[-1] if args.extras_setting is None else parse_settings(args.extras_setting)[0]
+    results["seams"] = seam_section(imagen, args, extra, land, mats, seeds, final, gen, say, tiled.get(extra))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    n_mat = min(len(mats), max(args.grid_rows * 3 // 8, args.grid_rows - len(land)))  # ~5 landscapes : 3 materials
+    grid_rows = land[: args.grid_rows - n_mat] + mats[:n_mat]
+    if grid_rows and args.grid_seeds > 0:
+        say(f"eval: grid ({len(grid_rows)} prompts x {args.grid_seeds} seeds, {extra.label}) ...")
+        draw_grid(imagen, grid_rows, args, extra).save(out / "grid.png")
+        results["grid"] = {"file": "grid.png", "setting": extra.label, "seeds": args.grid_seeds}
+    return results
+
+
+def seam_section(imagen, args, setting: Setting, land, mats, seeds, final: int, gen: dict, say,
+                 tiled: list | None = None) -> dict:
+    """Seam ratios (target <= 1.5) of 2:1 panoramas (tiling x) and tiled materials (`tiled`, if that setting's
+    were made already), with untiled generations of the same prompts as a control and procedural renders as a
+    reference."""
+    n = min(args.panoramas, len(land))
+    out = {"setting": setting.label, "target": J.SEAM_LIMIT}
+    if n:
+        say(f"eval: {n} panoramas ({2 * final}x{final}, tiling x and untiled control) ...")
+        texts = [t for _, t in land[:n]]
+        pano, _ = generate(imagen, texts, seeds[:n], setting, size=(2 * final, final), tiling="x", **gen)
+        plain, _ = generate(imagen, texts, seeds[:n], setting, size=(2 * final, final), tiling="none", **gen)
+        ref = reference_images([dict(a, panorama=True) for a, _ in land[:n]], final, args.seed)
+        out["panorama"] = {"tiled": pooled_seam(pano, 1), "untiled_control": pooled_seam(plain, 1),
+                           "procedural": pooled_seam(ref, 1), "count": n}
+    m = min(args.panoramas, len(mats))
+    if m:
+        say(f"eval: {m} materials, tiled and untiled (control) ...")
+        texts = [t for _, t in mats[:m]]
+        mat_seeds = seeds[len(land):len(land) + m]
+        tiled = tiled[:m] if tiled else generate(imagen, texts, mat_seeds, setting, tiling="xy", **gen)[0]
+        plain, _ = generate(imagen, texts, mat_seeds, setting, tiling="none", **gen)
+        ref = reference_images([a for a, _ in mats], final, args.seed)
+        out["material_tiled"] = {"x": pooled_seam(tiled, 1), "y": pooled_seam(tiled, 0), "count": m}
+        out["material_untiled_control"] = {"x": pooled_seam(plain, 1), "y": pooled_seam(plain, 0), "count": m}
+        out["material_procedural"] = {"x": pooled_seam(ref, 1), "y": pooled_seam(ref, 0), "count": len(ref)}
+    return out
+
+
+# ---------------------------------------------------------------- pictures
+
+
+def draw_grid(imagen, rows: list[tuple[dict, str]], args, setting: Setting):
+    """Prompts x seeds: one row per prompt (its text on the left), one column per seed."""
+    import textwrap  # noqa: PLC0415
+
+    from PIL import Image, ImageDraw, ImageFont  # noqa: PLC0415
+
+    cell, label_w, pad = 128, 300, 4
+    font = ImageFont.load_default(size=13)
+    grid = Image.new("RGB", (label_w + args.grid_seeds * (cell + pad), len(rows) * (cell + pad)), "white")
+    draw = ImageDraw.Draw(grid)
+    for r, (attrs, text) in enumerate(rows):
+        tiling = "xy" if attrs["kind"] == "material" else "none"
+        images, _ = generate(imagen, [text] * args.grid_seeds, [args.seed * 1000 + s for s in range(args.grid_seeds)],
+                             setting, sr_steps=args.sr_steps, guidance=args.guidance, tiling=tiling, batch=args.batch)
+        y = r * (cell + pad)
+        draw.multiline_text((6, y + 6), "\n".join(textwrap.wrap(text, 40)), fill="black", font=font)
+        for c, image in enumerate(images):
+            grid.paste(image.convert("RGB").resize((cell, cell), Image.NEAREST if image.width < cell else Image.BOX),
+                       (label_w + c * (cell + pad), y))
+    return grid
+
+
+def plot_accuracy(results: dict, path: Path) -> None:
+    """Attribute accuracy (all, landscapes, materials) against base-stage steps, one marker per sampler."""
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
+    for key, colour in (("mean_accuracy", "black"), ("landscape_accuracy", "tab:green"),
+                        ("material_accuracy", "tab:blue")):
+        for sampler, marker in (("ancestral", "o"), ("ddim", "s"), ("dpmpp", "^")):
+            rows = sorted((r["steps"], r[key]) for r in results["settings"]
+                          if r["sampler"] == sampler and r[key] is not None)
+            if rows:
+                ax.plot(*zip(*rows), marker=marker, color=colour, linestyle="-" if len(rows) > 1 else "none",
+                        label=f"{SAMPLER_NAMES[sampler]}, {key.split('_')[0].replace('mean', 'all')}")
+    if results["judge"]["real_mean_accuracy"] is not None:
+        ax.axhline(results["judge"]["real_mean_accuracy"], color="gray", linestyle=":", label="procedural images")
+    steps = sorted({r["steps"] for r in results["settings"]})
+    ax.set(xscale="log", xticks=steps, xticklabels=[str(v) for v in steps], ylim=(0, 1.02),
+           xlabel="base-stage sampler steps", ylabel="attribute accuracy", title="Held-out prompt following")
+    ax.minorticks_off()
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------- report
+
+
+def _pct(v, digits: int = 0) -> str:
+    return "–" if v is None else f"{100 * v:.{digits}f} %"
+
+
+def _row(cells) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def table_markdown(results: dict) -> str:
+    """The report as markdown: accuracy / FD / seams / speed per setting, the seam section, the judge."""
+    cols = [k for k in ATTRIBUTES if any(k in r["accuracy"] for r in results["settings"])]
+    head = ["setting (base stage)", *(k.replace("_", " ") for k in cols), "mean", "FD", "material seam x / y",
+            "s / image"]
+    lines = [_row(head), "|" + "---|" * len(head)]
+    for r in results["settings"]:
+        lines.append(_row([r["label"], *(_pct(r["accuracy"].get(k)) for k in cols), f"**{_pct(r['mean_accuracy'])}**",
+                           r["fd"]["all"], f"{r['seam']['material_x']} / {r['seam']['material_y']}",
+                           r["seconds_per_image"]]))
+    judge, c = results["judge"], results["counts"]
+    lines += [_row(["procedural images (judge check)", *(_pct(judge["real_accuracy"].get(k)) for k in cols),
+                    f"**{_pct(judge['real_mean_accuracy'])}**", 0, "", ""]), "",
+              f"{c['landscape']} landscape and {c['material']} material prompts whose attribute combinations were "
+              f"held out of training (seed {results['seed']}), guidance {results['guidance_scale']}. The sampler and "
+              "step count apply to the base stage; in every row the super-resolution stage runs DPM-Solver++ with "
+              f"{results['sr']['steps']} steps. FD: Fréchet distance between judge-net features of the generated "
+              "images and of procedural renders of the same prompts (lower is better). Seam: mean |last - first| "
+              "over mean |interior neighbour| difference, pooled over the tiled materials (target <= 1.5)."]
+    s = results.get("seams", {})
+    if "panorama" in s or "material_untiled_control" in s:
+        lines += ["", f"Seams ({s['setting']}; target <= {s['target']}):", "",
+                  "| images | tiled | untiled control | procedural |", "|---|---|---|---|"]
+        if "panorama" in s:
+            p = s["panorama"]
+            lines.append(_row([f"{p['count']} panoramas, left-right", p["tiled"], p["untiled_control"],
+                               p["procedural"]]))
+        if "material_untiled_control" in s:
+            m, ref, tiled = s["material_untiled_control"], s["material_procedural"], s["material_tiled"]
+            lines.append(_row([f"{m['count']} materials, x / y", f"{tiled['x']} / {tiled['y']}",
+                               f"{m['x']} / {m['y']}", f"{ref['x']} / {ref['y']}"]))
+    nets = ", ".join(f"{k} {_pct(v, 1)}" for k, v in (judge.get("nets") or {}).items()
+                     if k in ("pattern", "orientation", "shape"))
+    lines += ["", "Judge: sky, ground, sun / moon, object colour and position, material colours and seams are "
+              "measured against the spec's colours and geometry; pattern, orientation and object shape come from "
+              f"small CNNs trained on procedural images (on held-out procedural images: {nets}). On procedural "
+              f"renders of these prompts the judge scores {_pct(judge['real_mean_accuracy'], 1)}."]
+    return "\n".join(lines) + "\n"
+
+
+def write_benchmarks(path: Path, section: str) -> None:
+    """Replace the text between the eval markers in `path` (append the section, or create the file)."""
+    block = f"{START}\n{section.rstrip()}\n{END}"
+    text = path.read_text("utf-8") if path.is_file() else ""
+    if START in text and END in text.split(START, 1)[1]:
+        before, rest = text.split(START, 1)
+        text = before + block + rest.split(END, 1)[1]
+    else:
+        text = (text.rstrip() + "\n\n" if text.strip() else "") + block + "\n"
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, "utf-8")
+    tmp.replace(path)
+
+
+# ---------------------------------------------------------------- command line
+
+
+def _count(text: str) -> tuple[int, int]:
+    parts = [p.strip() for p in text.split(",")]
+    if len(parts) not in (1, 2) or not all(p.isdigit() for p in parts):
+        raise argparse.ArgumentTypeError(f"count must be N or LANDSCAPES,MATERIALS (>= 0), got {text!r}")
+    return int(parts[0]), int(parts[-1])
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="imagen eval", description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--model", help="model folder (default: the bundled model)")
+    p.add_argument("--count", type=_count, default=(64, 32), help="prompts per kind: N or LANDSCAPES,MATERIALS")
+    p.add_argument("--settings", default=DEFAULT_SETTINGS, help="base-stage SAMPLER:STEPS list")
+    p.add_argument("--sr-steps", type=int, default=10, help="DPM-Solver++ steps of the SR stages (every setting)")
+    p.add_argument("--guidance", type=float, default=5.0)
+    p.add_argument("--batch", type=int, default=16, help="prompts per base-stage generate call")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--panoramas", type=int, default=8, help="prompts for the seam section (0: skip it)")
+    p.add_argument("--extras-setting", help="SAMPLER:STEPS for seams and grid (default: the last setting)")
+    p.add_argument("--grid-rows", type=int, default=8)
+    p.add_argument("--grid-seeds", type=int, default=4)
+    p.add_argument("--write-benchmarks", metavar="PATH", help="put table and plot into this markdown file")
+    p.add_argument("--judge-weights", help="judge nets file (default: next to classifier.py; trained if missing)")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--quiet", action="store_true")
+    return p
+
+
+def cli_main(argv: list[str]) -> int:
+    """`imagen eval ...` (also `imagen eval -- ...` and `python -m imagen_addon.eval.evaluate ...`)."""
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv[1:] if argv[:1] == ["--"] else argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    try:
+        parse_settings(args.settings)
+        if args.extras_setting:
+            parse_settings(args.extras_setting)
+        if args.sr_steps < 1 or args.batch < 1 or sum(args.count) < 1:
+            raise ValueError("--sr-steps and --batch must be >= 1 and --count must ask for some prompts")
+    except ValueError as exc:
+        parser.print_usage(sys.stderr)
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        return 2
+    results = run(args)
+    out = Path(args.out)
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n", "utf-8")
+    table = table_markdown(results)
+    (out / "table.md").write_text(table, "utf-8")
+    plot = out / "accuracy_vs_steps.png"
+    plot_accuracy(results, plot)
+    if args.write_benchmarks:
+        bench = Path(args.write_benchmarks)
+        link = Path(os.path.relpath(plot.resolve(), bench.resolve().parent)).as_posix()
+        write_benchmarks(bench, f"## Prompt following (`imagen eval`)\n\n{table}\n![accuracy vs steps]({link})\n")
+    print(f"wrote {out / 'results.json'}, {out / 'table.md'} and pictures")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(cli_main(sys.argv[1:]))
