@@ -57,22 +57,26 @@ def save_checkpoint(run_dir: Path, step: int, stages: dict[int, torch.nn.Module]
     tmp = root / f".tmp-{final.name}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    for k in stages:
-        save_weights(stages[k].state_dict(), tmp / f"stage_{k}.safetensors")
-        save_weights(ema[k].state_dict(), tmp / f"stage_{k}.ema.safetensors")
-    state = {"step": step,
-             "optimizers": {str(k): o.state_dict() for k, o in optimizers.items()},
-             "schedulers": {str(k): s.state_dict() for k, s in schedulers.items()}}
-    with open(tmp / "training_state.pt", "wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    meta = {"step": step, "stage_steps": {str(k): v for k, v in stage_steps.items()}, "time": time.time()}
-    (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
-    _fsync_dir(tmp)
-    if final.exists():  # re-saving the same step (e.g. after a resume): replace it
-        shutil.rmtree(final)
-    os.rename(tmp, final)
+    try:
+        for k in stages:
+            save_weights(stages[k].state_dict(), tmp / f"stage_{k}.safetensors")
+            save_weights(ema[k].state_dict(), tmp / f"stage_{k}.ema.safetensors")
+        state = {"step": step,
+                 "optimizers": {str(k): o.state_dict() for k, o in optimizers.items()},
+                 "schedulers": {str(k): s.state_dict() for k, s in schedulers.items()}}
+        with open(tmp / "training_state.pt", "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        meta = {"step": step, "stage_steps": {str(k): v for k, v in stage_steps.items()}, "time": time.time()}
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+        _fsync_dir(tmp)
+        if final.exists():  # re-saving the same step (e.g. after a resume): replace it
+            shutil.rmtree(final)
+        os.rename(tmp, final)
+    except BaseException:  # e.g. a full disk: give the space of the partial checkpoint back at once
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     _fsync_dir(root)
     for old in checkpoint_dirs(run_dir)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
