@@ -8,6 +8,7 @@ its own connection, so one client may be shared by a worker thread (polling) and
 from __future__ import annotations
 
 import base64
+import ipaddress
 import json
 import socket
 import time
@@ -56,8 +57,14 @@ def normalize_url(url: str) -> str:
 
 
 def is_loopback(url: str) -> bool:
+    """True for localhost and loopback IP addresses only: a name like `127.0.0.1.example.org` is a DNS name."""
     host = urllib.parse.urlsplit(normalize_url(url)).hostname or ""
-    return host in LOOPBACK_HOSTS or host.startswith("127.")
+    if host in LOOPBACK_HOSTS:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class RuntimeClient:
