@@ -233,9 +233,12 @@ def settings_from_record(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def output_filename(prompt: str, seed: Any, created: float | None = None) -> str:
+    """A plain file name (no folder part) from the prompt and the seed the runtime reported: both are data, and a
+    runtime on another machine must not be able to steer where the add-on writes."""
     stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(created or time.time()))
     slug = re.sub(r"[^a-z0-9]+", "-", prompt.lower()).strip("-")[:40].strip("-") or "image"
-    return f"imagen_{stamp}_{seed}_{slug}.png"
+    seed_part = re.sub(r"[^a-z0-9]+", "-", str(seed).lower()).strip("-")[:20].strip("-") or "none"
+    return f"imagen_{stamp}_{seed_part}_{slug}.png"
 
 
 def image_name(prompt: str) -> str:
