@@ -81,24 +81,26 @@ def reference_images(records: list[dict], size: int, seed: int) -> list[np.ndarr
 
 
 def generate(imagen, texts: list[str], seeds: list[int], setting: Setting, *, sr_steps: int, guidance: float,
-             size: tuple[int, int] | None = None, tiling: str = "none", batch: int = 16) -> tuple[list, float]:
-    """Images for `texts` (image i from seeds[i]) and the wall seconds they took. The base stage runs `setting`
+             size: tuple[int, int] | None = None, tiling: str = "none", batch: int = 16) -> tuple[list, float, list]:
+    """Images for `texts` (image i from seeds[i]), the wall seconds they took and the base stage's low-resolution
+    images. The base stage runs `setting`
     in batches of `batch` prompts; the SR stages run DPM-Solver++ for `sr_steps`, one image per call (the
     public API takes one low-resolution image per call)."""
     common = {"guidance_scale": guidance, "size": size, "tiling": tiling}
     sr = range(1, len(imagen.stages))
-    images, t0 = [], time.perf_counter()
+    images, bases, t0 = [], [], time.perf_counter()
     for start in range(0, len(texts), batch):
         chunk, chunk_seeds = texts[start:start + batch], seeds[start:start + batch]
         lows = imagen.generate(chunk, seed=chunk_seeds, steps=setting.steps, sampler=setting.sampler,
                                stages=range(1), **common)
+        bases += lows
         if not len(sr):
             images += lows
             continue
         for text, s, low in zip(chunk, chunk_seeds, lows):
             images += imagen.generate(text, seed=s, steps=sr_steps, sampler="dpmpp", stages=sr, lowres_image=low,
                                       **common)
-    return images, time.perf_counter() - t0
+    return images, time.perf_counter() - t0, bases
 
 
 def accuracy(verdicts: list[dict[str, bool]]) -> dict[str, float]:
@@ -171,16 +173,18 @@ def run(args) -> dict:
     nl, tiled = len(land), {}
     for setting in settings:
         say(f"eval: {setting.label} ...")
-        land_images, t_land = generate(imagen, texts[:nl], seeds[:nl], setting, tiling="none", **gen)
-        mat_images, t_mat = generate(imagen, texts[nl:], seeds[nl:], setting, tiling="xy", **gen)
+        land_images, t_land, land_bases = generate(imagen, texts[:nl], seeds[:nl], setting, tiling="none", **gen)
+        mat_images, t_mat, mat_bases = generate(imagen, texts[nl:], seeds[nl:], setting, tiling="xy", **gen)
         images, tiled[setting] = land_images + mat_images, mat_images
         verdicts, feats = J.judge_batch(images, records, nets)
         acc = accuracy(verdicts)
         row = {"sampler": setting.sampler, "steps": setting.steps, "label": setting.label, "accuracy": acc,
+               "base_accuracy": accuracy(J.judge_batch(land_bases + mat_bases, records, nets)[0]),
                "mean_accuracy": mean_of(acc), "landscape_accuracy": mean_of(acc, J.LANDSCAPE_ATTRIBUTES),
                "material_accuracy": mean_of(acc, J.MATERIAL_ATTRIBUTES), "fd": fd_block(feats, real_feats, kinds),
                "seam": {"material_x": pooled_seam(mat_images, 1), "material_y": pooled_seam(mat_images, 0)},
                "seconds_per_image": round((t_land + t_mat) / len(records), 3)}
+        row["base_mean_accuracy"] = mean_of(row["base_accuracy"])
         results["settings"].append(row)
         say(f"eval: {setting.label}: mean accuracy {row['mean_accuracy']}, FD {row['fd']['all']}, "
             f"{row['seconds_per_image']} s/image")
@@ -208,8 +212,8 @@ def seam_section(imagen, args, setting: Setting, land, mats, seeds, final: int, 
     if n:
         say(f"eval: {n} panoramas ({2 * final}x{final}, tiling x and untiled control) ...")
         texts = [t for _, t in land[:n]]
-        pano, _ = generate(imagen, texts, seeds[:n], setting, size=(2 * final, final), tiling="x", **gen)
-        plain, _ = generate(imagen, texts, seeds[:n], setting, size=(2 * final, final), tiling="none", **gen)
+        pano = generate(imagen, texts, seeds[:n], setting, size=(2 * final, final), tiling="x", **gen)[0]
+        plain = generate(imagen, texts, seeds[:n], setting, size=(2 * final, final), tiling="none", **gen)[0]
         ref = reference_images([dict(a, panorama=True) for a, _ in land[:n]], final, args.seed)
         out["panorama"] = {"tiled": pooled_seam(pano, 1), "untiled_control": pooled_seam(plain, 1),
                            "procedural": pooled_seam(ref, 1), "count": n}
@@ -219,7 +223,7 @@ def seam_section(imagen, args, setting: Setting, land, mats, seeds, final: int, 
         texts = [t for _, t in mats[:m]]
         mat_seeds = seeds[len(land):len(land) + m]
         tiled = tiled[:m] if tiled else generate(imagen, texts, mat_seeds, setting, tiling="xy", **gen)[0]
-        plain, _ = generate(imagen, texts, mat_seeds, setting, tiling="none", **gen)
+        plain = generate(imagen, texts, mat_seeds, setting, tiling="none", **gen)[0]
         ref = reference_images([a for a, _ in mats], final, args.seed)
         out["material_tiled"] = {"x": pooled_seam(tiled, 1), "y": pooled_seam(tiled, 0), "count": m}
         out["material_untiled_control"] = {"x": pooled_seam(plain, 1), "y": pooled_seam(plain, 0), "count": m}
@@ -242,7 +246,7 @@ def draw_grid(imagen, rows: list[tuple[dict, str]], args, setting: Setting):
     draw = ImageDraw.Draw(grid)
     for r, (attrs, text) in enumerate(rows):
         tiling = "xy" if attrs["kind"] == "material" else "none"
-        images, _ = generate(imagen, [text] * args.grid_seeds, [args.seed * 1000 + s for s in range(args.grid_seeds)],
+        images, *_ = generate(imagen, [text] * args.grid_seeds, [args.seed * 1000 + s for s in range(args.grid_seeds)],
                              setting, sr_steps=args.sr_steps, guidance=args.guidance, tiling=tiling, batch=args.batch)
         y = r * (cell + pad)
         draw.multiline_text((6, y + 6), "\n".join(textwrap.wrap(text, 40)), fill="black", font=font)
@@ -260,14 +264,15 @@ def plot_accuracy(results: dict, path: Path) -> None:
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
     fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
-    for key, colour in (("mean_accuracy", "black"), ("landscape_accuracy", "tab:green"),
-                        ("material_accuracy", "tab:blue")):
+    for key, colour, name in (("mean_accuracy", "black", "all"), ("landscape_accuracy", "tab:green", "landscapes"),
+                              ("material_accuracy", "tab:blue", "materials"),
+                              ("base_mean_accuracy", "tab:orange", "all, base-stage output")):
         for sampler, marker in (("ancestral", "o"), ("ddim", "s"), ("dpmpp", "^")):
             rows = sorted((r["steps"], r[key]) for r in results["settings"]
                           if r["sampler"] == sampler and r[key] is not None)
             if rows:
                 ax.plot(*zip(*rows), marker=marker, color=colour, linestyle="-" if len(rows) > 1 else "none",
-                        label=f"{SAMPLER_NAMES[sampler]}, {key.split('_')[0].replace('mean', 'all')}")
+                        label=f"{SAMPLER_NAMES[sampler]}, {name}")
     if results["judge"]["real_mean_accuracy"] is not None:
         ax.axhline(results["judge"]["real_mean_accuracy"], color="gray", linestyle=":", label="procedural images")
     steps = sorted({r["steps"] for r in results["settings"]})
@@ -294,20 +299,20 @@ def _row(cells) -> str:
 def table_markdown(results: dict) -> str:
     """The report as markdown: accuracy / FD / seams / speed per setting, the seam section, the judge."""
     cols = [k for k in ATTRIBUTES if any(k in r["accuracy"] for r in results["settings"])]
-    head = ["setting (base stage)", *(k.replace("_", " ") for k in cols), "mean", "FD", "material seam x / y",
-            "s / image"]
+    head = ["setting (base stage)", *(k.replace("_", " ") for k in cols), "mean", "mean at base res", "FD",
+            "material seam x / y", "s / image"]
     lines = [_row(head), "|" + "---|" * len(head)]
     for r in results["settings"]:
         lines.append(_row([r["label"], *(_pct(r["accuracy"].get(k)) for k in cols), f"**{_pct(r['mean_accuracy'])}**",
-                           r["fd"]["all"], f"{r['seam']['material_x']} / {r['seam']['material_y']}",
+                           _pct(r["base_mean_accuracy"]), r["fd"]["all"], f"{r['seam']['material_x']} / {r['seam']['material_y']}",
                            r["seconds_per_image"]]))
     judge, c = results["judge"], results["counts"]
     lines += [_row(["procedural images (judge check)", *(_pct(judge["real_accuracy"].get(k)) for k in cols),
-                    f"**{_pct(judge['real_mean_accuracy'])}**", 0, "", ""]), "",
+                    f"**{_pct(judge['real_mean_accuracy'])}**", "", 0, "", ""]), "",
               f"{c['landscape']} landscape and {c['material']} material prompts whose attribute combinations were "
               f"held out of training (seed {results['seed']}), guidance {results['guidance_scale']}. The sampler and "
               "step count apply to the base stage; in every row the super-resolution stage runs DPM-Solver++ with "
-              f"{results['sr']['steps']} steps. FD: Fréchet distance between judge-net features of the generated "
+              f"{results['sr']['steps']} steps. 'Mean at base res': the same judge on the base stage's output. FD: Fréchet distance between judge-net features of the generated "
               "images and of procedural renders of the same prompts (lower is better). Seam: mean |last - first| "
               "over mean |interior neighbour| difference, pooled over the tiled materials (target <= 1.5)."]
     s = results.get("seams", {})

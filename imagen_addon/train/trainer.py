@@ -14,6 +14,8 @@ from __future__ import annotations
 import copy
 import json
 import math
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -70,6 +72,24 @@ class Batches:
             h, w = x0.shape[-2:]
             lowres = downsample(x0, (h // self.cfg.scale, w // self.cfg.scale))
         return x0, text.to(device), mask.to(device), lowres, tiling
+
+
+class _StopOnSignal:
+    """SIGTERM / SIGINT finish the current step, write a checkpoint and end the run (resumable, nothing lost)."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._previous[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame):
+        self.requested = True
+
+    def restore(self):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
 
 
 def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
@@ -144,7 +164,7 @@ def train(cfg: TrainConfig, resume: bool = False, imagen: Imagen | None = None, 
     last_ckpt_time, window = time.time(), []
     bar = tqdm(total=end, initial=start, desc="train", disable=not (progress and main), dynamic_ncols=True)
     rank = accelerator.process_index
-    step = start
+    stop = _StopOnSignal()
     for step in range(start, end):
         k = plan[step]
         t0 = time.time()
@@ -182,7 +202,7 @@ def train(cfg: TrainConfig, resume: bool = False, imagen: Imagen | None = None, 
                             img_s=f"{np.mean([r for _, _, r in window]):.1f}")
             window = []
         due = (done % cfg.checkpoint_every_steps == 0 or time.time() - last_ckpt_time > 60 * cfg.checkpoint_every_minutes
-               or done == end)
+               or done == end or stop.requested)
         if due:
             accelerator.wait_for_everyone()
             if main:
@@ -193,6 +213,10 @@ def train(cfg: TrainConfig, resume: bool = False, imagen: Imagen | None = None, 
         if main and cfg.sample_every_steps and (done % cfg.sample_every_steps == 0 or done == len(plan)):
             sample_grid(ema_imagen, cfg.sample_prompts, run_dir / "samples" / f"step_{done:08d}.png",
                         steps=cfg.sample_steps, seed=cfg.seed)
+        if stop.requested:
+            accelerator.print(f"stopped by signal at step {done}; checkpoint saved, continue with --resume")
+            break
+    stop.restore()
     bar.close()
     accelerator.wait_for_everyone()
     if caller_model:  # leave the caller's model holding the EMA weights of what was trained

@@ -124,3 +124,22 @@ def test_imagen_train_api(flat_colours, tmp_path):
     assert (run / "config.json").is_file()
     assert any(not torch.equal(before[k], v) for k, v in imagen.state_dict().items())
     assert not imagen.training
+
+
+def test_sigterm_saves_a_checkpoint_and_resume_continues(flat_colours, tmp_path, tiny_train_config):
+    cfg = tiny_train_config(flat_colours, tmp_path / "run", steps=[100000], checkpoint_every_steps=100000,
+                            checkpoint_every_minutes=1000)
+    cfg.save(tmp_path / "cfg.json")
+    cmd = [sys.executable, "-m", "imagen_addon.cli", "train", "--config", str(tmp_path / "cfg.json"), "--resume"]
+    proc = subprocess.Popen(cmd, env={**os.environ, "TQDM_DISABLE": "1"}, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    deadline = time.time() + 120
+    while not (metrics.is_file() and metrics.read_text().strip()) and time.time() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out
+    latest = ck.latest_checkpoint(tmp_path / "run")
+    assert latest is not None and "stopped by signal" in out
+    assert int(latest.name.split("_")[1]) >= 10
