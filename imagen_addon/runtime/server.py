@@ -49,29 +49,49 @@ def _errors(*codes: int) -> dict:
     return {code: {"model": ErrorResponse} for code in codes}
 
 
-class BodyLimit:
-    """ASGI middleware: refuse request bodies over `max_bytes` (413) before they are read into memory."""
+MISSING_TOKEN = ("missing token: send the header 'Authorization: Bearer <token>' with the token from the runtime's "
+                 "token file")
+WRONG_TOKEN = "wrong token: use the token this runtime wrote to its token file"
+ANONYMOUS_MAX_BODY_BYTES = 64 * 1024  # what a request without the right token may make the server read
 
-    def __init__(self, app, max_bytes: int):
-        self.app, self.max_bytes = app, max_bytes
+
+def bearer_matches(header: bytes | None, expected: bytes) -> bool:
+    """Whether an Authorization header value is `Bearer <expected>` (scheme case-insensitive, constant time)."""
+    scheme, _, credentials = (header or b"").partition(b" ")
+    return scheme.lower() == b"bearer" and hmac.compare_digest(credentials.strip(), expected)
+
+
+class BodyLimit:
+    """ASGI middleware: refuse request bodies over `max_bytes` (413) before they are read into memory. A request
+    without the right token is refused (401) once its body passes ANONYMOUS_MAX_BODY_BYTES, so nobody without the
+    token can make the runtime read and parse megabytes of JSON (which can take a GB of memory)."""
+
+    def __init__(self, app, max_bytes: int, token: str):
+        self.app, self.max_bytes, self.token = app, max_bytes, token.encode("utf-8")
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        message = f"request body too large: at most {self.max_bytes // (1024 * 1024)} MB"
-        length = dict(scope.get("headers", [])).get(b"content-length", b"0")
-        if not length.isdigit() or int(length) > self.max_bytes:
-            too_large = JSONResponse({"error": message if length.isdigit() else "bad Content-Length header"},
-                                     status_code=413 if length.isdigit() else 400)
-            return await too_large(scope, receive, send)
+        headers = dict(scope.get("headers", []))
+        if bearer_matches(headers.get(b"authorization"), self.token):
+            limit, status, message = self.max_bytes, 413, f"request body too large: at most {self.max_bytes >> 20} MB"
+        else:
+            limit, status = ANONYMOUS_MAX_BODY_BYTES, 401
+            message = WRONG_TOKEN if b"authorization" in headers else MISSING_TOKEN
+        extra = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        length = headers.get(b"content-length", b"0")
+        if not length.isdigit() or int(length) > limit:
+            refusal = JSONResponse({"error": message if length.isdigit() else "bad Content-Length header"},
+                                   status_code=status if length.isdigit() else 400, headers=extra)
+            return await refusal(scope, receive, send)
         seen = 0
 
         async def limited_receive():
             nonlocal seen
             event = await receive()
             seen += len(event.get("body", b""))
-            if seen > self.max_bytes:
-                raise HTTPException(413, message)  # FastAPI passes HTTPException through to the handlers
+            if seen > limit:
+                raise HTTPException(status, message, headers=extra)  # FastAPI passes it through to the handlers
             return event
 
         await self.app(scope, limited_receive, send)
@@ -81,17 +101,15 @@ def create_app(jobs: JobManager, *, token: str, model_info: dict, model_path: st
     """The runtime's ASGI app. `jobs` must be started; the caller closes it."""
     app = FastAPI(title="Imagen runtime", version=__version__, docs_url=None, redoc_url=None,
                   description="Local Imagen text-to-image runtime. Contract: docs/runtime-api.md")
-    app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
+    app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES, token=token)
     expected = token.encode("utf-8")
     bearer = HTTPBearer(auto_error=False, description="the runtime token (token file or IMAGEN_RUNTIME_TOKEN)")
 
     def require_token(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
         if credentials is None:
-            raise HTTPException(401, "missing token: send the header 'Authorization: Bearer <token>' with the "
-                                     "token from the runtime's token file", headers={"WWW-Authenticate": "Bearer"})
+            raise HTTPException(401, MISSING_TOKEN, headers={"WWW-Authenticate": "Bearer"})
         if not hmac.compare_digest(credentials.credentials.encode("utf-8"), expected):
-            raise HTTPException(401, "wrong token: use the token this runtime wrote to its token file",
-                                headers={"WWW-Authenticate": "Bearer"})
+            raise HTTPException(401, WRONG_TOKEN, headers={"WWW-Authenticate": "Bearer"})
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException):
