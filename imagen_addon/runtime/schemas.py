@@ -73,6 +73,18 @@ class JobRequest(BaseModel):
         None, ge=0.0, le=1.0, allow_inf_nan=False, description="null: 0.7 for img2img, 1.0 for inpaint"
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _known_fields_only(cls, data):
+        # One error for all unknown fields, before field validation: a body of a million unknown keys would
+        # otherwise make a million error records (gigabytes of memory, minutes of CPU).
+        if isinstance(data, dict) and not data.keys() <= cls.model_fields.keys():
+            unknown = [str(key)[:40] for key in data if key not in cls.model_fields]
+            more = f" (and {len(unknown) - 5} more)" if len(unknown) > 5 else ""
+            raise ValueError(f"{', '.join(unknown[:5])}{more}: unknown field; see /openapi.json for the accepted "
+                             "fields")
+        return data
+
     @field_validator("prompt", "negative_prompt")
     @classmethod
     def _valid_text(cls, value: str, info) -> str:
