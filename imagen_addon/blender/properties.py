@@ -22,7 +22,7 @@ class ImagenSettings(bpy.types.PropertyGroup):
     random_seed: BoolProperty(  # type: ignore[valid-type]
         name="Random Seed", description="Draw a new seed for every generation", default=True)
     steps: IntProperty(  # type: ignore[valid-type]
-        name="Steps", description="Sampler steps: more is slower and usually cleaner", default=25, min=1, max=250)
+        name="Steps", description="Sampler steps: more is slower and usually cleaner", default=20, min=1, max=250)
     sampler: EnumProperty(  # type: ignore[valid-type]
         name="Sampler", items=SAMPLERS, default="dpmpp")
     guidance_scale: FloatProperty(  # type: ignore[valid-type]

@@ -192,7 +192,7 @@ class Imagen(nn.Module):
         return get_sampler(sampler)(denoiser, x, log_snrs, generators=generators, callback=on_step).clamp(-1, 1)
 
     def generate(self, prompts: str | Sequence[str], *, negative_prompt: str | None = None,
-                 seed: int | Sequence[int] | None = None, steps: int = 25, sampler: str = "dpmpp",
+                 seed: int | Sequence[int] | None = None, steps: int = 20, sampler: str = "dpmpp",
                  guidance_scale: float | Sequence[float] = 5.0, size: tuple[int, int] | None = None,
                  tiling: str = "none", init_image=None, strength: float = 0.7, mask=None,
                  callback: Callable[[Progress], bool | None] | None = None, count: int = 1,
@@ -201,7 +201,8 @@ class Imagen(nn.Module):
         """Text to image (and image to image, inpainting) through the whole cascade. Returns PIL images.
 
         seed: image i uses seed + i (or seeds[i]): the same seed gives the same image whatever the batch.
-        guidance_scale: one value or one per stage. size: (W, H) of the final image. tiling: none | x | xy.
+        guidance_scale: the base stage's weight (prompt following is decided there; SR stages then run unguided,
+        at half the cost) or one value per stage. size: (W, H) of the final image. tiling: none | x | xy.
         init_image + strength in [0, 1]: start every stage from the init image noised to t = strength (SDEdit).
         mask (white = regenerate): inpainting. threshold: dynamic-thresholding percentile, "static" or None.
         callback(Progress) after every step; returning False cancels with `Cancelled`."""
@@ -218,7 +219,7 @@ class Imagen(nn.Module):
         seeds = self._seeds(seed, len(prompts))
         generators = [torch.Generator().manual_seed(s) for s in seeds]
         stage_ids = list(stages if stages is not None else range(len(self.stages)))
-        scales = [guidance_scale] * len(self.stages) if isinstance(guidance_scale, (int, float)) \
+        scales = [guidance_scale] + [1.0] * (len(self.stages) - 1) if isinstance(guidance_scale, (int, float)) \
             else list(guidance_scale)
         if len(scales) != len(self.stages):
             raise ValueError(f"guidance_scale needs one value per stage ({len(self.stages)})")

@@ -60,7 +60,7 @@ class JobRequest(BaseModel):
     prompt: str = Field("", max_length=MAX_PROMPT_CHARS)
     negative_prompt: str = Field("", max_length=MAX_PROMPT_CHARS)
     seed: int | None = Field(None, ge=0, le=MAX_SEED, description="null: the server picks one and reports it")
-    steps: int = Field(25, ge=1, le=MAX_STEPS)
+    steps: int = Field(20, ge=1, le=MAX_STEPS)
     sampler: Sampler = "dpmpp"
     guidance_scale: float = Field(5.0, ge=0.0, le=MAX_GUIDANCE, allow_inf_nan=False)
     width: int | None = Field(None, ge=MIN_SIZE, le=MAX_SIZE, description="null: model native width")
