@@ -180,10 +180,12 @@ def _delegate(command: str, rest: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    delegated = bool(argv) and argv[0] in ("data", "eval", "serve")
+    args = None if delegated else build_parser().parse_args(argv)
     try:
-        if args.func is None:
-            return _delegate(args.command, args.rest)
+        if args is None:
+            return _delegate(argv[0], argv[1:])
         return args.func(args)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
