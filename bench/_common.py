@@ -1,0 +1,174 @@
+"""Shared helpers of the benchmarks: timing, statistics, tables, the peer subprocess, machine facts.
+
+Imports only the standard library and torch, so that the peer worker (its own venv, imagen-pytorch 2.1.0) uses it
+too. Fairness rules every benchmark follows: the same thread count on both sides (`torch.set_num_threads`), the
+same inputs, a warm-up before timing, and repetitions interleaved ours, peer, ours, peer, ... in one run, so that
+load from other processes on the machine hits both sides alike. Ratios are what we report; absolute seconds only
+say what this machine did at that moment.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+PEER_PYTHON = ROOT / "build" / "peer-venv" / "bin" / "python"
+PEER_HF_HOME = ROOT / "build" / "peer-hf"
+TEXT_DIM = 384          # all-MiniLM-L6-v2, our default encoder; both sides get the same precomputed embeddings
+TEXT_LEN = 16
+
+
+# ---- set-up -------------------------------------------------------------------------------------------------
+
+def setup_torch(threads: int, device: str) -> None:
+    torch.set_num_threads(threads)
+    with contextlib.suppress(RuntimeError):  # only settable before the first parallel op
+        torch.set_num_interop_threads(1)
+    if device == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
+
+
+def dtype_of(name: str) -> torch.dtype:
+    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
+
+
+def autocast(device: str, dtype: str):
+    """Mixed precision for bf16 / fp16 (weights stay float32, as in training); a no-op for fp32."""
+    if dtype == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device, dtype=dtype_of(dtype))
+
+
+def sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(fn, device: str) -> float:
+    sync(device)
+    t0 = time.perf_counter()
+    fn()
+    sync(device)
+    return time.perf_counter() - t0
+
+
+def text_inputs(batch: int, length: int = TEXT_LEN, dim: int = TEXT_DIM, device: str = "cpu", seed: int = 0):
+    """Precomputed text embeddings (what a frozen encoder would give) and a mask with varied prompt lengths."""
+    g = torch.Generator().manual_seed(seed)
+    tokens = torch.randn(batch, length, dim, generator=g)
+    lengths = torch.randint(length // 2, length + 1, (batch,), generator=g)
+    mask = torch.arange(length)[None] < lengths[:, None]
+    return (tokens * mask[..., None]).to(device), mask.to(device)
+
+
+# ---- statistics and tables ----------------------------------------------------------------------------------
+
+def stats(times: list[float]) -> dict:
+    return {"min": min(times), "median": statistics.median(times), "n": len(times)}
+
+
+def ratio_row(name: str, ours: list[float], peer: list[float] | None, unit: str = "s") -> list[str]:
+    """A table row: ours min/median, peer min/median, and peer/ours (speed-up of ours; > 1 = ours faster)."""
+    o = stats(ours)
+    row = [name, f"{o['min']:.3f}", f"{o['median']:.3f}"]
+    if peer:
+        p = stats(peer)
+        row += [f"{p['min']:.3f}", f"{p['median']:.3f}", f"{p['min'] / o['min']:.2f}x",
+                f"{p['median'] / o['median']:.2f}x"]
+    else:
+        row += ["-", "-", "-", "-"]
+    return row
+
+
+RATIO_HEADER = ["case", "ours min", "ours median", "peer min", "peer median", "speed-up (min)", "speed-up (median)"]
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def machine_line(threads: int, device: str) -> str:
+    cpu = platform.processor() or "?"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    gpu = f", {torch.cuda.get_device_name()}" if device == "cuda" and torch.cuda.is_available() else ""
+    return (f"{cpu} ({os.cpu_count()} logical CPUs), {threads} torch threads{gpu}; torch {torch.__version__}, "
+            f"Python {platform.python_version()}")
+
+
+def write_json(path: str | None, payload: dict) -> None:
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(payload, indent=2))
+
+
+# ---- the peer (imagen-pytorch in its own venv) -------------------------------------------------------------
+
+class Peer:
+    """The peer worker (`bench/_peer_worker.py` under build/peer-venv) as a long-lived subprocess: one JSON
+    request per line on its stdin, one JSON reply per line on its stdout. It sits idle (blocked on stdin) while
+    our side runs, so the two never compete for the cores."""
+
+    def __init__(self, threads: int, device: str, dtype: str):
+        if not PEER_PYTHON.exists():
+            raise SystemExit(f"{PEER_PYTHON} is missing: run `bash bench/peer_setup.sh` first (or pass --no-peer)")
+        env = dict(os.environ, HF_HOME=str(PEER_HF_HOME), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
+                   PYTHONPATH=str(ROOT / "bench"), TQDM_DISABLE="1")
+        self.proc = subprocess.Popen(
+            [str(PEER_PYTHON), str(ROOT / "bench" / "_peer_worker.py"), "--threads", str(threads),
+             "--device", device, "--dtype", dtype],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+        self.hello = self._read()
+
+    def _read(self) -> dict:
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"peer worker exited (code {self.proc.wait()}); see its stderr above")
+        reply = json.loads(line)
+        if "error" in reply:
+            raise RuntimeError(f"peer worker: {reply['error']}")
+        return reply
+
+    def call(self, cmd: str, **kwargs) -> dict:
+        self.proc.stdin.write(json.dumps({"cmd": cmd, **kwargs}) + "\n")
+        self.proc.stdin.flush()
+        return self._read()
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.call("quit")
+        with contextlib.suppress(Exception):
+            self.proc.wait(timeout=30)
+        if self.proc.poll() is None:
+            self.proc.kill()
+
+
+def interleave(ours_fn, peer_fn, reps: int) -> tuple[list[float], list[float]]:
+    """ours, peer, ours, peer, ... `reps` times each; each fn returns one timing in seconds. peer_fn may be None."""
+    ours, peer = [], []
+    for _ in range(reps):
+        ours.append(ours_fn())
+        if peer_fn is not None:
+            peer.append(peer_fn())
+    return ours, peer
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)

@@ -1,0 +1,135 @@
+"""U-Net training step (loss + backward + AdamW) and inference forward: ours vs imagen-pytorch 2.1.0's `Unet`.
+
+    .venv/bin/python bench/unet_step.py --sizes 32 --batches 16 --reps 5
+    .venv/bin/python bench/unet_step.py --device cuda --dtype bf16 --sizes 64 256 --batches 16 32
+
+Both networks: a 7.2 M-parameter base U-Net in the layout of our base stages (three levels, channel multipliers
+1, 2, 4, width 48, 1/2/3 residual blocks; masked cross-attention at the two lower resolutions; self-attention at the
+lowest, on the way down and up), the peer's base width chosen so that its parameter count is the closest to ours
+(reported; within 10 %), 384-d precomputed text embeddings of
+length 16 for both. The training step is each library's own loss (ours `Stage.loss`, v-prediction, Min-SNR; the
+peer's `Imagen.forward`, v-prediction, Min-SNR), then backward and AdamW. Repetitions alternate ours, peer, ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from _common import (RATIO_HEADER, TEXT_LEN, Peer, autocast, interleave, log, machine_line,  # noqa: E402
+                     markdown_table, ratio_row, setup_torch, text_inputs, timed, write_json)
+
+from imagen_addon.core.stage import Stage, StageConfig  # noqa: E402
+from imagen_addon.core.unet import UNetConfig  # noqa: E402
+
+
+def our_config(size: int, base_channels: int = 48, res_blocks=(1, 2, 3)) -> UNetConfig:
+    """Our base-stage U-Net layout at `size` (fixed here, not read from configs/, so that numbers stay comparable
+    across recipe changes; it was the first bundled recipe's base stage, 7.2 M parameters)."""
+    levels = len(res_blocks)
+    res = [size // 2 ** i for i in range(levels)]
+    return UNetConfig(image_size=size, base_channels=base_channels, channel_mults=tuple(2 ** i for i in range(levels)),
+                      num_res_blocks=tuple(res_blocks), cross_attn_resolutions=tuple(res[-2:]), self_attn=True,
+                      head_dim=base_channels, groups=8)
+
+
+def peer_spec(cfg: UNetConfig, params: int, text_len: int, timesteps: int = 1000) -> dict:
+    return {"size": cfg.image_size, "target_params": params, "levels": len(cfg.channel_mults),
+            "res_blocks": list(cfg.num_res_blocks), "heads": max(2, cfg.base_channels * 4 // cfg.head_dim),
+            "head_dim": cfg.head_dim, "text_len": text_len, "text_dim": cfg.text_dim, "timesteps": timesteps}
+
+
+class Ours:
+    def __init__(self, cfg: UNetConfig, device: str, dtype: str):
+        self.device, self.dtype = device, dtype
+        self.stage = Stage(StageConfig(unet=cfg)).to(device)
+        self.opt = torch.optim.AdamW(self.stage.parameters(), lr=1e-4)
+        self.params = sum(p.numel() for p in self.stage.parameters())
+
+    def _inputs(self, batch: int, text_len: int):
+        s = self.stage.cfg.image_size
+        g = torch.Generator().manual_seed(1)
+        x = (torch.rand(batch, 3, s, s, generator=g) * 2 - 1).to(self.device)
+        return (x, *text_inputs(batch, text_len, self.stage.cfg.unet.text_dim, self.device))
+
+    def train(self, batch: int, text_len: int):
+        x, text, mask = self._inputs(batch, text_len)
+
+        def step():
+            with autocast(self.device, self.dtype):
+                loss = self.stage.loss(x, text, mask)
+            loss.backward()
+            self.opt.step()
+            self.opt.zero_grad(set_to_none=True)
+
+        self.stage.train()
+        return lambda: timed(step, self.device)
+
+    def forward(self, batch: int, text_len: int):
+        x, text, mask = self._inputs(batch, text_len)
+        log_snr = torch.zeros(batch, device=self.device)
+
+        def fwd():
+            with torch.inference_mode(), autocast(self.device, self.dtype):
+                self.stage.unet(x, log_snr, text, mask)
+
+        self.stage.eval()
+        return lambda: timed(fwd, self.device)
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", type=int, nargs="+", default=[32])
+    ap.add_argument("--batches", type=int, nargs="+", default=[16])
+    ap.add_argument("--reps", type=int, default=5, help="timed repetitions per side (after one warm-up)")
+    ap.add_argument("--modes", nargs="+", default=["train", "forward"], choices=["train", "forward"])
+    ap.add_argument("--text-len", type=int, default=TEXT_LEN)
+    ap.add_argument("--width", type=int, default=48, help="our base channels (48: 7.2 M parameters)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
+    ap.add_argument("--no-peer", action="store_true", help="time our side only")
+    ap.add_argument("--json", help="also write the raw timings here")
+    args = ap.parse_args(argv)
+    setup_torch(args.threads, args.device)
+    peer = None if args.no_peer else Peer(args.threads, args.device, args.dtype)
+    rows, raw = [], []
+    try:
+        for size in args.sizes:
+            cfg = our_config(size, args.width)
+            ours = Ours(cfg, args.device, args.dtype)
+            built = peer.call("build", **peer_spec(cfg, ours.params, args.text_len)) if peer else None
+            if built:
+                log(f"{size}px: ours {ours.params / 1e6:.2f} M parameters, peer {built['params'] / 1e6:.2f} M "
+                    f"(dim {built['dim']}, {100 * (built['params'] / ours.params - 1):+.1f} %)")
+            for batch in args.batches:
+                for mode in args.modes:
+                    ours_fn = getattr(ours, mode)(batch, args.text_len)
+                    peer_fn = (lambda m=mode, b=batch: peer.call(m, batch=b, iters=1)["times"][0]) if peer else None
+                    interleave(ours_fn, peer_fn, 1)  # warm-up (allocator, oneDNN primitive caches)
+                    o, p = interleave(ours_fn, peer_fn, args.reps)
+                    name = f"{mode} {size}px batch {batch}"
+                    rows.append(ratio_row(name, o, p))
+                    raw.append({"case": name, "ours": o, "peer": p, "ours_params": ours.params,
+                                "peer_params": built["params"] if built else None})
+                    log(" | ".join(rows[-1]))
+    finally:
+        if peer:
+            peer.close()
+    print(f"\n{machine_line(args.threads, args.device)}; {args.device} {args.dtype}; {args.reps} reps per side, "
+          "interleaved; seconds per step (train) or per forward; speed-up = peer time / our time\n")
+    print(markdown_table(RATIO_HEADER, rows))
+    result = {"bench": "unet_step", "args": vars(args), "machine": machine_line(args.threads, args.device),
+              "results": raw}
+    write_json(args.json, result)
+    return result
+
+
+if __name__ == "__main__":
+    main()

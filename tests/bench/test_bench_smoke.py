@@ -1,0 +1,102 @@
+"""Smoke runs of the benchmark scripts, our side only, on tiny inputs: they run and report; no timing assertions.
+The peer (imagen-pytorch in build/peer-venv) is not needed."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+sys.path.insert(0, str(BENCH))
+
+import end_to_end  # noqa: E402
+import fast_paths  # noqa: E402
+import guided_sampling  # noqa: E402
+import unet_step  # noqa: E402
+from _common import markdown_table, ratio_row, stats  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def keep_thread_count():
+    """The scripts set torch's thread count for the whole process; give the other tests theirs back."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_stats_and_table():
+    assert stats([3.0, 1.0, 2.0]) == {"min": 1.0, "median": 2.0, "n": 3}
+    row = ratio_row("case", [1.0, 2.0], [3.0, 4.0])
+    assert row[-2:] == ["3.00x", "2.33x"]  # peer/ours: min 3/1, median 3.5/1.5
+    assert ratio_row("case", [1.0], None)[-1] == "-"
+    assert markdown_table(["a", "b"], [["1", "2"]]).splitlines()[1] == "|---|---|"
+
+
+def test_unet_step_ours_only(tmp_path, capsys):
+    out = tmp_path / "unet.json"
+    result = unet_step.main(["--no-peer", "--sizes", "16", "--batches", "2", "--reps", "1", "--width", "16",
+                             "--threads", "1", "--json", str(out)])
+    assert [r["case"] for r in result["results"]] == ["train 16px batch 2", "forward 16px batch 2"]
+    assert json.loads(out.read_text())["bench"] == "unet_step"
+    assert "| train 16px batch 2 |" in capsys.readouterr().out
+
+
+def test_peer_spec_mirrors_our_layout():
+    cfg = unet_step.our_config(32)
+    assert sum(p.numel() for p in unet_step.Ours(cfg, "cpu", "fp32").stage.parameters()) == 7_218_579
+    assert cfg.cross_attn_resolutions == (16, 8) and cfg.self_attn and cfg.channel_mults == (1, 2, 4)
+    spec = unet_step.peer_spec(cfg, 1000, 16)
+    assert spec["levels"] == 3 and spec["res_blocks"] == [1, 2, 3] and spec["text_len"] == 16
+    assert spec["heads"] * spec["head_dim"] == cfg.base_channels * 4  # lowest level's width
+
+
+def test_guided_sampling_ours_only():
+    result = guided_sampling.main(["--no-peer", "--sizes", "16", "--steps", "2", "--reps", "1", "--width", "16",
+                                   "--threads", "1"])
+    assert len(result["results"][0]["ours"]) == 1
+
+
+def test_end_to_end_on_tiny_model(tiny_model_dir, capsys):
+    result = end_to_end.main(["--model", str(tiny_model_dir), "--cases", "dpmpp:2", "ddim:1:g5,1", "--reps", "1",
+                              "--no-rss", "--threads", "1"])
+    assert [r["case"] for r in result["results"]] == ["dpmpp, 2 steps", "ddim, 1 steps, guidance 5/1"]
+    assert end_to_end.parse_case("default") == ("default (dpmpp, 25 steps)", {})
+    assert "s/image" in capsys.readouterr().out
+
+
+def test_end_to_end_peak_memory_child(tiny_model_dir, capsys):
+    end_to_end.main(["--model", str(tiny_model_dir), "--child-rss", "--child-steps", "1", "--threads", "1"])
+    mem = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert mem["peak_rss_mb"] >= mem["peak_rss_after_load_mb"] > 0
+
+
+def test_end_to_end_without_model_says_how_to_get_one(tmp_path):
+    with pytest.raises(SystemExit, match="imagen export"):
+        end_to_end.resolve_model(str(tmp_path))
+
+
+def test_fast_path_variants_compute_the_same(tiny_imagen):
+    """The 'off' variants measured against ours must be the same computation, else the comparison means nothing."""
+    q, k, v = (torch.randn(2, 3, 10, 8) for _ in range(3))
+    mask = torch.rand(2, 1, 1, 10) > 0.3
+    mask[..., 0] = True
+    ref = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    assert torch.allclose(fast_paths.manual_attention(q, k, v, attn_mask=mask), ref, atol=1e-5)
+
+    from imagen_addon.core.unet import PadConv2d
+
+    conv = PadConv2d(4, 6, 3, stride=2)
+    x = torch.randn(1, 4, 9, 9)
+    PadConv2d._bench_original_forward = PadConv2d.forward
+    assert torch.allclose(fast_paths.conv_builtin_padding(conv, x), conv(x), atol=1e-6)
+
+
+def test_fast_paths_run_on_tiny_model(tiny_imagen):
+    torch.set_num_threads(1)  # restored by keep_thread_count
+    only = {"sdpa", "inference_mode", "padding", "channels_last", "batched_guidance"}
+    rows = list(fast_paths.cases(tiny_imagen, only, reps=1))
+    assert {r[0].split(" ")[0] for r in rows} >= {"F.scaled_dot_product_attention", "torch.inference_mode"}
+    assert all(len(r[2]) == len(r[3]) == 1 for r in rows)
