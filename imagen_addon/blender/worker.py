@@ -78,11 +78,12 @@ def launcher_for(config: RuntimeConfig) -> RuntimeLauncher:
 
 
 def stop_all_launchers() -> None:
+    """unregister() / exit: stop the runtimes this Blender started; a thread still connecting starts none."""
     with _launchers_lock:
         launchers = list(_launchers.values())
         _launchers.clear()
     for launcher in launchers:
-        launcher.stop()
+        launcher.close()
 
 
 def connect(config: RuntimeConfig, start: bool | None = None) -> RuntimeClient:

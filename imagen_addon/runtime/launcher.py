@@ -18,6 +18,7 @@ import secrets
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -113,6 +114,8 @@ class RuntimeLauncher:
         self.stop_timeout = stop_timeout
         self._process: subprocess.Popen | None = None
         self._atexit_registered = False
+        self._lock = threading.Lock()  # start() vs close(): a closed launcher never starts a process
+        self._closed = False
 
     # --- files ------------------------------------------------------------------------------------------------
 
@@ -201,19 +204,22 @@ class RuntimeLauncher:
             raise LauncherError(f"Python interpreter not found: {self.python}. Set one that has torch installed "
                                 "in the add-on preferences.")
         token = secrets.token_urlsafe(24)
-        self._write_private(self.token_file, token)
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_file, "w", encoding="utf-8")  # noqa: SIM115 (the child keeps writing to it)
-        try:
-            self._process = subprocess.Popen(
-                self.command(self.token_file), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                env=self.environment(token), cwd=str(self.state_dir),
-                creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0),
-            )
-        except OSError as err:
-            raise LauncherError(f"Could not start {self.python}: {err}") from None
-        finally:
-            log.close()
+        with self._lock:
+            if self._closed:
+                raise LauncherError("The Imagen extension was disabled, so no runtime is started")
+            self._write_private(self.token_file, token)
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            log = open(self.log_file, "w", encoding="utf-8")  # noqa: SIM115 (the child keeps writing to it)
+            try:
+                self._process = subprocess.Popen(
+                    self.command(self.token_file), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                    env=self.environment(token), cwd=str(self.state_dir),
+                    creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0),
+                )
+            except OSError as err:
+                raise LauncherError(f"Could not start {self.python}: {err}") from None
+            finally:
+                log.close()
         if not self._atexit_registered:
             atexit.register(self.stop)
             self._atexit_registered = True
@@ -237,15 +243,17 @@ class RuntimeLauncher:
             return fallback
 
     def _wait_ready(self) -> dict:
-        assert self._process is not None
+        process = self._process
         deadline = time.monotonic() + self.ready_timeout
         while time.monotonic() < deadline:
+            if process is None or self._process is not process:
+                raise LauncherError("The runtime was stopped while it was starting")
             for line in self.log_tail(10_000).splitlines():
                 ready = parse_ready_line(line)
                 if ready:
                     return ready
-            if self._process.poll() is not None:
-                raise LauncherError(self._exit_message(self._process.returncode))
+            if process.poll() is not None:
+                raise LauncherError(self._exit_message(process.returncode))
             time.sleep(0.1)
         raise LauncherError(f"The runtime did not report ready within {self.ready_timeout:g} s. Last output:\n"
                             f"{self.log_tail()}")
@@ -277,6 +285,13 @@ class RuntimeLauncher:
                 return fh.read().decode("utf-8", "replace")
         except OSError:
             return ""
+
+    def close(self) -> None:
+        """Stop the runtime this launcher started and never start another: the add-on is being disabled (or
+        Blender quits) while a generation thread may still be on its way to start one."""
+        with self._lock:
+            self._closed = True
+        self.stop()
 
     def stop(self, include_recorded: bool = False) -> bool:
         """Stop the runtime this process started (and, with include_recorded, the one in the state file).
