@@ -18,7 +18,7 @@ import bpy
 
 from ..runtime.client import RuntimeClientError
 from . import logic, scene as scene_data
-from .preferences import output_dir, runtime_config
+from .preferences import get_prefs, output_dir, runtime_config
 from .worker import CancelToken, JobResult, TaskRunner, connect, run_job_sync
 
 __all__ = ["run_job_sync", "generate", "run_task", "cancel", "busy", "STATE", "shutdown"]
@@ -126,7 +126,10 @@ def generate(context: bpy.types.Context, request: dict[str, Any],
     if RUNNER.busy:
         return "A generation is already running: wait for it or press Cancel"
     config = runtime_config(context)
-    folder = output_dir(context)
+    try:
+        folder = writable_output_dir(context)
+    except RuntimeError as err:
+        return str(err)
     scene_name = context.scene.name
     outcome: dict[str, str] = {}
     STATE.reset("Connecting to the runtime")
@@ -142,7 +145,11 @@ def generate(context: bpy.types.Context, request: dict[str, Any],
         STATE.running = False
         try:
             image = finish(result, request, folder, bpy.data.scenes.get(scene_name))
-        except (OSError, RuntimeError) as err:
+        except OSError as err:  # e.g. the disk filled up during the generation
+            return on_error(RuntimeError(f"Could not save the image in the output folder {folder} "
+                                         f"({err.strerror or err}): free some space or choose another Output "
+                                         "Folder in the add-on preferences"))
+        except RuntimeError as err:
             return on_error(err)
         STATE.text, STATE.progress = f"Done: {image.name} (seed {result.result.get('seed')})", 1.0
         if on_image is not None:
@@ -161,6 +168,20 @@ def generate(context: bpy.types.Context, request: dict[str, Any],
 
     run_task(RUNNER, work, on_done, on_error, on_progress)
     return outcome.get("error")
+
+
+def writable_output_dir(context: bpy.types.Context) -> str:
+    """The output folder, created when missing and checked writable (RuntimeError with the message otherwise):
+    checked before a generation starts, so the runtime never works for an image that cannot be saved."""
+    try:
+        folder = output_dir(context)
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as err:
+        prefs = get_prefs(context)
+        where = bpy.path.abspath(prefs.output_dir) if prefs is not None and prefs.output_dir else err.filename
+        raise RuntimeError(f"Cannot save images in the output folder {where} ({err.strerror or err}): choose "
+                           "another Output Folder in the add-on preferences") from None
+    return folder
 
 
 def on_progress(status: dict[str, Any]) -> None:
