@@ -100,11 +100,21 @@ def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> N
 
 def train(cfg: TrainConfig, resume: bool = False, imagen: Imagen | None = None, progress: bool = True) -> Path:
     """Run (or resume) a training run; returns the run folder. `imagen`: train this instance in place."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    # Flush denormals to zero while training: tiny AdamW second moments otherwise fall into the denormal range,
+    # which x86 CPUs process 10-100x slower. Process-wide state, so it is switched off again at the end.
+    torch.set_flush_denormal(True)
+    try:
+        return _train(cfg, resume, imagen, progress)
+    finally:
+        torch.set_flush_denormal(False)
+
+
+def _train(cfg: TrainConfig, resume: bool, imagen: Imagen | None, progress: bool) -> Path:
     from accelerate import Accelerator  # noqa: PLC0415
     from tqdm import tqdm  # noqa: PLC0415
 
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
     cpu = cfg.device == "cpu" or (cfg.device == "auto" and not torch.cuda.is_available())
     precision = ("bf16" if not cpu else "no") if cfg.mixed_precision == "auto" else cfg.mixed_precision
     accelerator = Accelerator(cpu=cpu, mixed_precision=precision)
