@@ -5,8 +5,8 @@
   both kinds of image (the Fréchet distance's feature space);
 * the shape net reads a 32 px crop around the object that `judge.find_object` located: ball, cube or tree.
 
-Both train in a few minutes on one CPU thread (`train_nets`) from images rendered on the fly, with blur, noise, colour and
-geometric augmentation so that soft, noisy generated images read like clean ones. Only attribute combinations
+Both train in a few minutes on one CPU thread (`train_nets`) from images rendered on the fly, with blur, noise,
+colour and geometric augmentation so that soft, noisy generated images read like clean ones. Only attribute combinations
 that the bundled model trained on are used (`heldout.is_held_out` ones are left out), so the judge's accuracy on
 held-out combinations is a fair test. The weights (< 1 MB) are kept next to this file; when they are missing or
 their recipe changed, `load_nets` retrains them.

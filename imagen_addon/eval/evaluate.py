@@ -304,17 +304,19 @@ def table_markdown(results: dict) -> str:
     lines = [_row(head), "|" + "---|" * len(head)]
     for r in results["settings"]:
         lines.append(_row([r["label"], *(_pct(r["accuracy"].get(k)) for k in cols), f"**{_pct(r['mean_accuracy'])}**",
-                           _pct(r["base_mean_accuracy"]), r["fd"]["all"], f"{r['seam']['material_x']} / {r['seam']['material_y']}",
+                           _pct(r["base_mean_accuracy"]), r["fd"]["all"],
+                           f"{r['seam']['material_x']} / {r['seam']['material_y']}",
                            r["seconds_per_image"]]))
     judge, c = results["judge"], results["counts"]
     lines += [_row(["procedural images (judge check)", *(_pct(judge["real_accuracy"].get(k)) for k in cols),
                     f"**{_pct(judge['real_mean_accuracy'])}**", "", 0, "", ""]), "",
               f"{c['landscape']} landscape and {c['material']} material prompts whose attribute combinations were "
-              f"held out of training (seed {results['seed']}), guidance {results['guidance_scale']}. The sampler and "
-              "step count apply to the base stage; in every row the super-resolution stage runs DPM-Solver++ with "
-              f"{results['sr']['steps']} steps. 'Mean at base res': the same judge on the base stage's output. FD: Fréchet distance between judge-net features of the generated "
-              "images and of procedural renders of the same prompts (lower is better). Seam: mean |last - first| "
-              "over mean |interior neighbour| difference, pooled over the tiled materials (target <= 1.5)."]
+              f"held out of training (seed {results['seed']}), base-stage guidance {results['guidance_scale']}. "
+              "The sampler and step count apply to the base stage; in every row the super-resolution stage runs "
+              f"DPM-Solver++ with {results['sr']['steps']} steps. 'Mean at base res': the same judge on the base "
+              "stage's output. FD: Fréchet distance between judge-net features of the generated images and of "
+              "procedural renders of the same prompts (lower is better). Seam: mean |last - first| over mean "
+              "|interior neighbour| difference, pooled over the tiled materials (target <= 1.5)."]
     s = results.get("seams", {})
     if "panorama" in s or "material_untiled_control" in s:
         lines += ["", f"Seams ({s['setting']}; target <= {s['target']}):", "",
@@ -367,7 +369,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--count", type=_count, default=(64, 32), help="prompts per kind: N or LANDSCAPES,MATERIALS (64,32)")
     p.add_argument("--settings", default=DEFAULT_SETTINGS, help=f"base-stage SAMPLER:STEPS list ({DEFAULT_SETTINGS})")
     p.add_argument("--sr-steps", type=int, default=10, help="DPM-Solver++ steps of the SR stages, every setting (10)")
-    p.add_argument("--guidance", type=float, default=5.0, help="classifier-free guidance scale, every stage")
+    p.add_argument("--guidance", type=float, default=5.0,
+                   help="classifier-free guidance of the base stage (the SR stages run unguided)")
     p.add_argument("--batch", type=int, default=16, help="prompts per base-stage generate call")
     p.add_argument("--seed", type=int, default=0, help="picks the prompts and the sampling seeds")
     p.add_argument("--panoramas", type=int, default=8, help="prompts for the seam section (8; 0: skip it)")
