@@ -160,7 +160,7 @@ class Imagen(nn.Module):
         uncond = {"text": uncond_text, "text_mask": uncond_mask}
         if cfg.is_sr:
             t_aug = torch.full((b,), cfg.diffusion.noise_aug_level if noise_aug_level is None else noise_aug_level)
-            aug_cond, aug_log_snr = stage.augment_lowres(lowres, (h, w), t_aug, generators)
+            aug_cond, aug_log_snr = stage.augment_lowres(lowres, (h, w), t_aug, generators, tiling)
             for c in (cond, uncond):
                 c.update(lowres=aug_cond, aug_log_snr=aug_log_snr)
         model = lambda x, l, **c: stage(x, l, tiling=tiling, **c)  # noqa: E731

@@ -51,9 +51,22 @@ class StageConfig:
         return asdict(self)
 
 
-def upsample(lowres: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Bilinear upsampling of the low-resolution conditioning to the stage's (H, W)."""
-    return F.interpolate(lowres, size=size, mode="bilinear", align_corners=False, antialias=False)
+def upsample(lowres: torch.Tensor, size: tuple[int, int], tiling: str = "none") -> torch.Tensor:
+    """Bilinear upsampling of the low-resolution conditioning to the stage's (H, W). A seamless image (`tiling` "x"
+    or "xy") is padded circularly by one pixel first and the result cropped back, so that its wrapped edges are
+    interpolated from the opposite side exactly as an interior pixel would be (an integer scale factor)."""
+    if tiling == "none":
+        return F.interpolate(lowres, size=size, mode="bilinear", align_corners=False, antialias=False)
+    (h, w), (lh, lw) = size, lowres.shape[-2:]
+    if h % lh or w % lw:
+        raise ValueError(f"a seamless upsample needs an integer scale, got {lh}x{lw} -> {h}x{w}")
+    py = 1 if tiling == "xy" else 0
+    padded = F.pad(lowres, (1, 1, 0, 0), mode="circular")
+    if py:
+        padded = F.pad(padded, (0, 0, 1, 1), mode="circular")
+    sy, sx = h // lh, w // lw
+    up = F.interpolate(padded, size=(h + 2 * py * sy, w + 2 * sx), mode="bilinear", align_corners=False)
+    return up[..., py * sy:py * sy + h, sx:sx + w]
 
 
 def downsample(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -68,9 +81,9 @@ class Stage(nn.Module):
         self.unet = EfficientUNet(cfg.unet)
 
     def augment_lowres(self, lowres: torch.Tensor, size: tuple[int, int], t_aug: torch.Tensor,
-                       generators=None) -> tuple[torch.Tensor, torch.Tensor]:
+                       generators=None, tiling: str = "none") -> tuple[torch.Tensor, torch.Tensor]:
         """Upsample the low-res image and noise it to level t_aug: returns (conditioning, aug log_snr)."""
-        up = upsample(lowres, size)
+        up = upsample(lowres, size, tiling)
         aug_log_snr = log_snr(t_aug.to(up.device), self.cfg.diffusion)
         noise = randn(up.shape, generators, up.device, up.dtype)
         return q_sample(up, aug_log_snr, noise), aug_log_snr
@@ -100,7 +113,7 @@ class Stage(nn.Module):
             if lowres is None:
                 raise ValueError("an SR stage is trained with `lowres`")
             t_aug = torch.rand(b, device=x0.device) * cfg.noise_aug_max
-            cond, aug_log_snr = self.augment_lowres(lowres, x0.shape[-2:], t_aug)
+            cond, aug_log_snr = self.augment_lowres(lowres, x0.shape[-2:], t_aug, tiling=tiling)
         out = self.unet(x_t, log_snr_, text, text_mask, cond, aug_log_snr, tiling)
         return diffusion_loss(out, x0, eps, log_snr_, cfg)
 
