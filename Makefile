@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 
-.PHONY: setup demo test lint build clean
+.PHONY: setup demo test typecheck lint build clean
 
 setup: $(VENV)/.setup-done
 
@@ -22,8 +22,14 @@ $(VENV)/.setup-done: pyproject.toml
 demo: setup
 	$(PY) tools/demo.py --out out/demo.png
 
+# The tests, then the Blender glue's type check against the fake-bpy-module stubs (own venv: the stubs would
+# shadow the real bpy module).
 test: setup
 	$(PY) -m pytest -q
+	tools/typecheck_blender.sh
+
+typecheck:
+	tools/typecheck_blender.sh
 
 build: setup
 	$(PY) tools/build_extension.py

@@ -5,8 +5,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=build/typecheck-venv
-if [ ! -x "$VENV/bin/mypy" ]; then
-  python3 -m venv "$VENV"
-  "$VENV/bin/pip" install --quiet fake-bpy-module-latest mypy
+PINS="fake-bpy-module-latest==20261026 mypy==2.4.1"
+if [ ! -f "$VENV/.setup-done" ] || [ "$(cat "$VENV/.setup-done")" != "$PINS" ]; then
+  "${PYTHON:-python3}" -m venv "$VENV"
+  "$VENV/bin/pip" install --quiet $PINS
+  echo "$PINS" > "$VENV/.setup-done"
 fi
 exec "$VENV/bin/mypy" --config-file tools/mypy-blender.ini "$@"

@@ -18,7 +18,8 @@ OPERATORS = ("generate", "generate_from_view", "cancel", "describe_scene", "hist
              "apply_material", "project_from_camera", "runtime_start", "runtime_stop", "runtime_check")
 PANELS = ("VIEW3D_PT_imagen", "VIEW3D_PT_imagen_settings", "VIEW3D_PT_imagen_use", "VIEW3D_PT_imagen_history")
 FAKE = FakeRuntime(token="bpy-test-token", steps=2, native_size=32)
-REAL = bool(os.environ.get("IMAGEN_TEST_RUNTIME_URL"))  # a real runtime (32 px tiny model) instead of the fake
+REAL = bool(os.environ.get("IMAGEN_TEST_RUNTIME_URL"))  # a real runtime (the bundled model) instead of the fake
+NATIVE = int(os.environ.get("IMAGEN_TEST_NATIVE_SIZE", "32"))  # the runtime's native (square) image size
 CHECKS: dict = {}  # name -> check function; bpy_extension_checks.ORDER says in which order they run
 
 

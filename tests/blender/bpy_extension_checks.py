@@ -4,9 +4,9 @@
 
 Runs in its own process (bpy is global state and can be imported once) with BLENDER_USER_RESOURCES pointing to a
 temporary folder. The checks run in ORDER; the report maps each name to {"ok", "detail"} (or "skipped"). The
-operators run their synchronous paths against a fake runtime (tests/runtime/fake_imagen_runtime.py) in a thread;
-the same checks run against a real runtime with env IMAGEN_TEST_RUNTIME_URL / IMAGEN_TEST_RUNTIME_TOKEN, and
-IMAGEN_TEST_MODEL_DIR (a saved tiny model) adds a local runtime started by the add-on itself.
+operators run their synchronous paths against a fake runtime (tests/runtime/fake_imagen_runtime.py) in a thread,
+or against a real runtime with env IMAGEN_TEST_RUNTIME_URL / IMAGEN_TEST_RUNTIME_TOKEN / IMAGEN_TEST_NATIVE_SIZE
+(test_extension.py serves the bundled model); IMAGEN_TEST_MODEL_DIR adds a local runtime started by the add-on.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import bpy_scene_checks  # noqa: E402,F401  (registers the scene checks)
 
 assert bpy_scene_checks.__name__
 from bpy_checks_common import (  # noqa: E402
-    CHECKS, FAKE, OPERATORS, PANELS, PKG, RecordingLayout, Skip, check, expect_error, free_port, last_job_body, mod, prefs, settings,
+    CHECKS, FAKE, NATIVE, OPERATORS, PANELS, PKG, RecordingLayout, Skip, check, expect_error, free_port, last_job_body, mod, prefs, settings,
     snapshot, use_runtime,
 )
 
@@ -135,7 +135,7 @@ def generate_from_prompt(_) -> dict:
     s.prompt, s.random_seed, s.seed, s.steps = "a red brick wall", False, 42, 12
     assert bpy.ops.imagen.generate() == {"FINISHED"}
     image = s.image
-    assert image is not None and tuple(image.size) == (32, 32), image
+    assert image is not None and tuple(image.size) == (NATIVE, NATIVE), (image, tuple(image.size))
     assert image["imagen_prompt"] == "a red brick wall" and image["imagen_seed"] == 42
     stored = json.loads(image["imagen_settings"])
     assert stored["steps"] == 12 and stored["seed"] == 42, stored
@@ -192,7 +192,7 @@ def local_runtime_autostart(_) -> dict:
     folder with this interpreter; Stop Runtime ends it. Needs a saved model: env IMAGEN_TEST_MODEL_DIR."""
     model = os.environ.get("IMAGEN_TEST_MODEL_DIR")
     if not model:
-        raise Skip("set IMAGEN_TEST_MODEL_DIR to a saved (tiny) model to start a real local runtime")
+        raise Skip("needs a saved model in IMAGEN_TEST_MODEL_DIR: the [bundled] run of this check starts one")
     p = prefs()
     p.runtime_mode, p.auto_start, p.model_dir, p.python_path = "LOCAL", True, model, sys.executable
     settings().prompt = "a local runtime"

@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 
 import bpy
-from bpy_checks_common import check, expect_error, last_job_body, mod, select, settings, snapshot
+from bpy_checks_common import NATIVE, check, expect_error, last_job_body, mod, select, settings, snapshot
 
 
 @check
@@ -38,7 +38,7 @@ def set_world_panorama(_) -> None:
     bpy.ops.imagen.generate()
     s.panorama = False
     image = s.image
-    assert tuple(image.size) == (64, 32), tuple(image.size)
+    assert tuple(image.size) == (2 * NATIVE, NATIVE), tuple(image.size)
     bpy.ops.imagen.set_world()
     tree = bpy.context.scene.world.node_tree
     env = tree.nodes["Imagen Environment"]

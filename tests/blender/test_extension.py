@@ -1,8 +1,10 @@
-"""The built extension inside real Blender (bpy as a module), against a fake runtime.
+"""The built extension inside real Blender (bpy as a module), against the bundled model and a fake runtime.
 
-One subprocess (bpy can be imported once per process and its state is global) runs
+One subprocess per runtime (bpy can be imported once per process and its state is global) runs
 tests/blender/bpy_extension_checks.py with a temporary Blender user folder, so the real user configuration is
-untouched; each test below asserts one of its checks. Skipped when `import bpy` fails.
+untouched; each test below asserts one of its checks. Twice: `bundled` against a real runtime serving the bundled
+model (plus a second one the add-on starts itself in LOCAL mode), `fake` against tests/runtime/fake_imagen_runtime.py,
+which also checks the exact request bodies the add-on sends. Skipped when `import bpy` fails.
 """
 
 from __future__ import annotations
@@ -32,14 +34,37 @@ def extension_zip(tmp_path_factory) -> Path:
     return build_extension.build(ROOT, tmp_path_factory.mktemp("dist"), "lite")
 
 
+BUNDLED_MODEL = ROOT / "imagen_addon" / "weights" / "default"
+
+
 @pytest.fixture(scope="module")
-def report(extension_zip, tmp_path_factory) -> dict:
+def bundled_runtime(tmp_path_factory):
+    """A real runtime serving the bundled model (started with the launcher the add-on uses)."""
+    from imagen_addon.runtime.launcher import RuntimeLauncher
+
+    state = tmp_path_factory.mktemp("bundled-runtime")
+    launcher = RuntimeLauncher(state, model_dir=str(BUNDLED_MODEL), extra_args=["--output", str(state / "out")])
+    info = launcher.start()
+    try:
+        health = info.client().health()
+        yield info, health
+    finally:
+        launcher.stop()
+
+
+@pytest.fixture(scope="module", params=["bundled", "fake"])
+def report(request, extension_zip, tmp_path_factory) -> dict:
     error = _bpy_import_error()
     if error:
         pytest.skip(f"Blender as a Python module is not installed (`import bpy` failed: {error}); "
                     "install it with `pip install bpy==5.0.1`")
-    home = tmp_path_factory.mktemp("blender-user")
-    env = dict(os.environ)
+    home = tmp_path_factory.mktemp(f"blender-user-{request.param}")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IMAGEN_TEST_")}
+    if request.param == "bundled":
+        info, health = request.getfixturevalue("bundled_runtime")
+        env.update(IMAGEN_TEST_RUNTIME_URL=info.url, IMAGEN_TEST_RUNTIME_TOKEN=info.token,
+                   IMAGEN_TEST_MODEL_DIR=str(BUNDLED_MODEL),
+                   IMAGEN_TEST_NATIVE_SIZE=str(health["model"]["native_size"][1]))
     for var in ("BLENDER_USER_RESOURCES", "BLENDER_USER_CONFIG", "BLENDER_USER_SCRIPTS", "BLENDER_USER_DATAFILES",
                 "BLENDER_USER_EXTENSIONS"):
         env[var] = str(home / var.lower())
@@ -53,6 +78,7 @@ def report(extension_zip, tmp_path_factory) -> dict:
         pytest.fail(f"the bpy checks crashed (exit {proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
     result = json.loads(out.read_text(encoding="utf-8"))
     result["_home"] = str(home)
+    result["_runtime"] = request.param
     return result
 
 
