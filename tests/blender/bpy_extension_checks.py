@@ -25,7 +25,7 @@ import bpy_scene_checks  # noqa: E402,F401  (registers the scene checks)
 
 assert bpy_scene_checks.__name__
 from bpy_checks_common import (  # noqa: E402
-    CHECKS, FAKE, NATIVE, OPERATORS, PANELS, PKG, RecordingLayout, Skip, check, expect_error, free_port, last_job_body, mod, prefs, settings,
+    CHECKS, FAKE, NATIVE, OPERATORS, REAL, PANELS, PKG, RecordingLayout, Skip, check, expect_error, free_port, last_job_body, mod, prefs, settings,
     snapshot, use_runtime,
 )
 
@@ -173,6 +173,8 @@ def threaded_path_and_cancel(_) -> None:
         jobs.drain_all()
         assert not jobs.busy() and len(bpy.data.images) >= count + 1
         assert settings().image["imagen_prompt"] == "a tree"
+        # The timer callbacks showed the runtime's preview while it ran (the fake sends one on every poll).
+        assert REAL or (jobs.STATE.preview_name == "Imagen Preview" and "Imagen Preview" in bpy.data.images)
         FAKE.steps, settings().steps = 10_000, 250
         names = {i.name for i in bpy.data.images if "imagen_prompt" in i}
         bpy.ops.imagen.generate()
