@@ -74,7 +74,10 @@ class UNetConfig:
 
 
 class PadConv2d(nn.Conv2d):
-    """A 'same' convolution whose padding (zeros / circular on x / circular on x and y) is chosen per call."""
+    """A 'same' convolution whose padding (zeros / circular on x / circular on x and y) is chosen per call.
+
+    Zero padding is done inside the convolution (no padded copy of the input; bench/fast_paths.py measures it);
+    circular padding is an explicit F.pad on the wrapped axes only."""
 
     def __init__(self, cin, cout, kernel_size=3, stride=1):
         super().__init__(cin, cout, kernel_size, stride=stride, padding=0)
@@ -83,14 +86,11 @@ class PadConv2d(nn.Conv2d):
 
     def forward(self, x):
         p = self.pad
-        if p:
-            if self.tiling == "none":
-                x = F.pad(x, (p, p, p, p))
-            elif self.tiling == "x":
-                x = F.pad(F.pad(x, (p, p, 0, 0), mode="circular"), (0, 0, p, p))
-            else:
-                x = F.pad(x, (p, p, p, p), mode="circular")
-        return super().forward(x)
+        if not p or self.tiling == "none":
+            return F.conv2d(x, self.weight, self.bias, self.stride, p)
+        if self.tiling == "x":
+            return F.conv2d(F.pad(x, (p, p, 0, 0), mode="circular"), self.weight, self.bias, self.stride, (p, 0))
+        return F.conv2d(F.pad(x, (p, p, p, p), mode="circular"), self.weight, self.bias, self.stride, 0)
 
 
 def fourier_embedding(log_snr: torch.Tensor, dim: int) -> torch.Tensor:

@@ -89,9 +89,10 @@ def test_fast_path_variants_compute_the_same(tiny_imagen):
     from imagen_addon.core.unet import PadConv2d
 
     conv = PadConv2d(4, 6, 3, stride=2)
-    x = torch.randn(1, 4, 9, 9)
-    PadConv2d._bench_original_forward = PadConv2d.forward
-    assert torch.allclose(fast_paths.conv_builtin_padding(conv, x), conv(x), atol=1e-6)
+    x = torch.randn(1, 4, 9, 10)
+    for tiling in ("none", "x", "xy"):
+        conv.tiling = tiling
+        assert torch.allclose(fast_paths.conv_explicit_padding(conv, x), conv(x), atol=1e-6), tiling
 
 
 def test_fast_paths_run_on_tiny_model(tiny_imagen):
