@@ -118,8 +118,8 @@ def mean_of(acc: dict[str, float], keys=ATTRIBUTES) -> float | None:
     return round(float(np.mean(values)), 4) if values else None
 
 
-def pooled_seam(images: list, axis: int) -> float | None:
-    return round(J.seam_ratio(images, axis), 3) if images else None
+def pooled_seam(images: list, axis: int, period: int = 1) -> float | None:
+    return round(J.seam_ratio(images, axis, period), 3) if images else None
 
 
 def fd_block(feats: np.ndarray, ref: np.ndarray, kinds: list[str]) -> dict[str, float | None]:
@@ -208,7 +208,8 @@ def seam_section(imagen, args, setting: Setting, land, mats, seeds, final: int, 
     were made already), with untiled generations of the same prompts as a control and procedural renders as a
     reference."""
     n = min(args.panoramas, len(land))
-    out = {"setting": setting.label, "target": J.SEAM_LIMIT}
+    period = 2 ** (len(imagen.config.stages[-1].unet.channel_mults) - 1)  # the final U-Net's block grid
+    out = {"setting": setting.label, "target": J.SEAM_LIMIT, "period": period}
     if n:
         say(f"eval: {n} panoramas ({2 * final}x{final}, tiling x and untiled control) ...")
         texts = [t for _, t in land[:n]]
@@ -216,7 +217,8 @@ def seam_section(imagen, args, setting: Setting, land, mats, seeds, final: int, 
         plain = generate(imagen, texts, seeds[:n], setting, size=(2 * final, final), tiling="none", **gen)[0]
         ref = reference_images([dict(a, panorama=True) for a, _ in land[:n]], final, args.seed)
         out["panorama"] = {"tiled": pooled_seam(pano, 1), "untiled_control": pooled_seam(plain, 1),
-                           "procedural": pooled_seam(ref, 1), "count": n}
+                           "procedural": pooled_seam(ref, 1), "count": n,
+                           "tiled_same_phase": pooled_seam(pano, 1, period)}
     m = min(args.panoramas, len(mats))
     if m:
         say(f"eval: {m} materials, tiled and untiled (control) ...")
@@ -225,7 +227,9 @@ def seam_section(imagen, args, setting: Setting, land, mats, seeds, final: int, 
         tiled = tiled[:m] if tiled else generate(imagen, texts, mat_seeds, setting, tiling="xy", **gen)[0]
         plain = generate(imagen, texts, mat_seeds, setting, tiling="none", **gen)[0]
         ref = reference_images([a for a, _ in mats], final, args.seed)
-        out["material_tiled"] = {"x": pooled_seam(tiled, 1), "y": pooled_seam(tiled, 0), "count": m}
+        out["material_tiled"] = {"x": pooled_seam(tiled, 1), "y": pooled_seam(tiled, 0), "count": m,
+                                 "x_same_phase": pooled_seam(tiled, 1, period),
+                                 "y_same_phase": pooled_seam(tiled, 0, period)}
         out["material_untiled_control"] = {"x": pooled_seam(plain, 1), "y": pooled_seam(plain, 0), "count": m}
         out["material_procedural"] = {"x": pooled_seam(ref, 1), "y": pooled_seam(ref, 0), "count": len(ref)}
     return out
@@ -320,15 +324,20 @@ def table_markdown(results: dict) -> str:
     s = results.get("seams", {})
     if "panorama" in s or "material_untiled_control" in s:
         lines += ["", f"Seams ({s['setting']}; target <= {s['target']}):", "",
-                  "| images | tiled | untiled control | procedural |", "|---|---|---|---|"]
+                  f"| images | tiled | tiled, same {s.get('period', 1)}-px phase | untiled control | procedural |",
+                  "|---|---|---|---|---|"]
         if "panorama" in s:
             p = s["panorama"]
-            lines.append(_row([f"{p['count']} panoramas, left-right", p["tiled"], p["untiled_control"],
-                               p["procedural"]]))
+            lines.append(_row([f"{p['count']} panoramas, left-right", p["tiled"], p.get("tiled_same_phase"),
+                               p["untiled_control"], p["procedural"]]))
         if "material_untiled_control" in s:
             m, ref, tiled = s["material_untiled_control"], s["material_procedural"], s["material_tiled"]
             lines.append(_row([f"{m['count']} materials, x / y", f"{tiled['x']} / {tiled['y']}",
+                               f"{tiled.get('x_same_phase')} / {tiled.get('y_same_phase')}",
                                f"{m['x']} / {m['y']}", f"{ref['x']} / {ref['y']}"]))
+        lines += ["", "'Same phase': the seam set against interior neighbours at the same position of the final "
+                  "U-Net's block grid only (the wrap pair is a block boundary, where every generated image is a "
+                  "little less smooth)."]
     nets = ", ".join(f"{k} {_pct(v, 1)}" for k, v in (judge.get("nets") or {}).items()
                      if k in ("pattern", "orientation", "shape"))
     lines += ["", "Judge: sky, ground, sun / moon, object colour and position, material colours and seams are "

@@ -66,7 +66,8 @@ def test_eval_runs_end_to_end_with_the_tiny_model(tiny_model_dir, tmp_path):
     assert row["seam"]["material_x"] is not None
     assert results["sr"] == {"sampler": "dpmpp", "steps": 1, "note": "every setting's SR stages use this"}
     assert results["judge"]["real_mean_accuracy"] >= 0.9
-    assert set(results["seams"]["panorama"]) == {"tiled", "untiled_control", "procedural", "count"}
+    assert set(results["seams"]["panorama"]) == {"tiled", "tiled_same_phase", "untiled_control", "procedural",
+                                                          "count"}
     table = (out / "table.md").read_text()
     assert "DPM-Solver++ 2" in table and "super-resolution stage runs DPM-Solver++ with 1 steps" in table
     for name in ("grid.png", "accuracy_vs_steps.png"):

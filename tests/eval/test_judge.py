@@ -84,6 +84,15 @@ def test_seam_ratio_is_low_for_seamless_textures_and_high_for_a_cut():
     assert J.seam_ratio(ramp, 1) == pytest.approx(63, rel=0.05)
 
 
+def test_same_phase_seam_ratio_compares_block_boundaries_only():
+    """An image smooth inside 4-px blocks but with a step at every block boundary: the wrap pair is one more
+    boundary, so at the same phase the ratio is 1, while against all neighbours it counts the step 4 times over."""
+    blocks = np.repeat(np.array([0.0, 40.0] * 8), 4)  # 64 columns, a 40-level step at every 4th pair, wrapping
+    image = np.repeat(np.repeat(blocks[None, :, None], 3, axis=2), 8, axis=0)
+    assert J.seam_ratio(image, 1, period=4) == pytest.approx(1.0)
+    assert J.seam_ratio(image, 1) == pytest.approx(4 * 63 / 60, rel=1e-6)  # 60 of 63 pairs: no step
+
+
 def test_frechet_distance():
     rng = np.random.default_rng(0)
     a = rng.normal(size=(500, 8))
