@@ -139,7 +139,8 @@ def _wood(s, colors, rng, attrs):
     fibres = periodic_noise(s, s, 4, min(s, 64), rng)
     factor = (0.82 + 0.2 * grain**1.5 + 0.06 * (fibres - 0.5)) * bright[plank]
     edge = np.abs(across - np.round(across)) * s / planks < 0.75  # dark seams between planks
-    ends = np.abs(y - (rng.random(planks) * s)[plank]) < 0.75
+    ends = np.abs(y - (rng.random(planks) * s)[plank])
+    ends = np.minimum(ends, s - ends) < 0.75  # plank ends, measured around the wrap
     factor = np.where(edge | ends, factor * 0.6, factor)
     img = colors[0] * factor[..., None]
     return img if rng.random() < 0.5 else img.transpose(1, 0, 2).copy()
