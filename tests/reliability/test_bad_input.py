@@ -4,7 +4,7 @@ health stays green, and resident memory and thread count come back to their base
 
 The baseline is taken after one warm-up burst: the first 10 MB requests raise the C allocator's high-water mark,
 which glibc keeps (not a leak: further bursts plateau, see RELIABILITY.md). bench/reliability_fuzz.py runs the
-same with thousands of requests. Single-request checks of each validation rule: tests/runtime/test_server.py.
+same with thousands of requests. Single-request checks of each validation rule: tests/runtime/test_server_validation.py.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@ private token files, constant-time token comparison, no client-chosen paths, no 
 network use only for loopback URLs unless Blender's online access is on.
 
 Also covered elsewhere: a non-loopback --host without --allow-remote and an env token is refused
-(tests/runtime/test_server.py::test_unsafe_host_or_token_is_refused); in real Blender with online access off a
+(tests/runtime/test_server_auth.py::test_unsafe_host_or_token_is_refused); in real Blender with online access off a
 remote URL is refused before any request (tests/blender/test_extension.py::test_in_blender[offline_refuses_remote_url]).
 """
 

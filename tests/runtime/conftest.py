@@ -4,21 +4,29 @@
 torch, so server tests are fast. It records every call, can hold its first step until released (to test queue
 and cancel deterministically), can be slowed down per step, and can raise an error from inside the model.
 `tiny_imagen` is the real model (imagen_addon.core.imagen.tiny_config, untrained) for end-to-end tests; `HeldModel`
-wraps a real model so its first sampler step waits (calling the server's callback) until released.
+wraps a real model so its first sampler step waits (calling the server's callback) until released. At the end,
+helpers shared by the test_server_*.py modules: submit a job and wait for it (in-process or over HTTP), check health,
+start a runtime process and wait for its READY line, check the output folder holds only complete results.
 """
 
 from __future__ import annotations
 
 import base64
 import io
+import json
+import queue
+import subprocess
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import pytest
 from PIL import Image
+
+if TYPE_CHECKING:
+    import httpx
 
 
 class Cancelled(Exception):
@@ -185,3 +193,62 @@ def make_api(tmp_path):
 def api(make_api, fake_model):
     client, _ = make_api(fake_model)
     return client
+
+
+# ---- helpers of the server tests --------------------------------------------------------------------------------
+REPO = Path(__file__).resolve().parents[2]
+FINISHED = ("done", "failed", "cancelled")
+
+
+def submit(client, **body) -> str:
+    response = client.post("/v1/jobs", json=body, headers=AUTH)
+    assert response.status_code == 202, response.text
+    return response.json()["id"]
+
+
+def wait_job(client, job_id: str, statuses=FINISHED) -> dict:
+    def state():
+        body = client.get(f"/v1/jobs/{job_id}", headers=AUTH).json()
+        return body if body["status"] in statuses else None
+
+    return wait_for(state)
+
+
+def assert_healthy(client) -> dict:
+    response = client.get("/v1/health")
+    assert response.status_code == 200
+    return response.json()
+
+
+def spawn(cmd: list[str], env: dict, cwd: Path):
+    """Start a runtime process; return (process, READY info) once it prints its READY line."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=cwd)
+    lines: queue.Queue = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()
+    try:
+        while True:
+            line = lines.get(timeout=120)
+            if line.startswith("IMAGEN_RUNTIME_READY "):
+                return proc, json.loads(line.split(" ", 1)[1])
+    except queue.Empty:
+        proc.kill()
+        raise AssertionError(f"runtime never became ready: {proc.stderr.read()}") from None
+
+
+def only_complete_pairs(out: Path) -> list[str]:
+    """Assert the output folder holds only complete PNG + JSON pairs; return the PNG names."""
+    names = sorted(p.name for p in out.iterdir())
+    pngs = [n for n in names if n.endswith(".png")]
+    assert names == sorted(pngs + [n[:-4] + ".json" for n in pngs]), names
+    for name in pngs:
+        Image.open(out / name).load()
+        json.loads((out / name).with_suffix(".json").read_text())
+    return pngs
+
+
+def wait_job_http(http: httpx.Client, auth: dict, job_id: str, statuses=FINISHED) -> dict:
+    def state():
+        body = http.get(f"/v1/jobs/{job_id}", headers=auth).json()
+        return body if body["status"] in statuses else None
+
+    return wait_for(state, timeout=60, interval=0.05)
