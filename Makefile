@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 
-.PHONY: setup demo test typecheck lint build clean
+.PHONY: setup demo test typecheck build clean
 
 setup: $(VENV)/.setup-done
 
