@@ -10,9 +10,9 @@ import atexit
 
 
 def _modules():
-    from . import apply_ops, operators, panels, preferences, properties, runtime_ops
+    from . import apply_ops, image_ops, operators, panels, preferences, properties, runtime_ops
 
-    return properties, preferences, operators, apply_ops, runtime_ops, panels
+    return properties, preferences, operators, apply_ops, image_ops, runtime_ops, panels
 
 
 def register() -> None:

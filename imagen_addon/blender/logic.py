@@ -84,7 +84,9 @@ def build_request(settings: dict[str, Any], mode: str = "text2img", init_image: 
         "guidance_scale": max(0.0, min(30.0, float(settings.get("guidance_scale", 5.0)))),
         "tiling": settings.get("tiling", "none"),
     }
-    if settings.get("panorama"):
+    if mode == "upscale":  # the runtime's output is the input times its SR factor: sizes and tiling do not apply
+        request["tiling"] = "none"
+    elif settings.get("panorama"):
         request["panorama"] = True
         request["tiling"] = "x"
         if not settings.get("use_native_size", True):
@@ -94,8 +96,23 @@ def build_request(settings: dict[str, Any], mode: str = "text2img", init_image: 
         request["height"] = snap_size(settings.get("height", 256))
     if init_image is not None:
         request["init_image"] = init_image
-        request["strength"] = max(0.0, min(1.0, float(settings.get("strength", 0.7))))
+        if mode != "upscale":
+            request["strength"] = max(0.0, min(1.0, float(settings.get("strength", 0.7))))
     return request
+
+
+def upscale_request(settings: dict[str, Any], init_image: bytes, record: dict[str, Any] | None = None,
+                    rng: random.Random | None = None) -> dict[str, Any]:
+    """The request that upscales an image (PNG bytes) through the runtime's super-resolution stages.
+
+    The text that guides the SR stages is the image's own prompt (its history `record`) when it has one: it
+    describes that image, while the panel's prompt may already be about the next one. Otherwise the panel's prompt
+    (may be empty: upscale needs none). Seed, steps and sampler come from the panel; the negative prompt is not
+    used by upscale and is left out, so the history record of the result says what was used.
+    """
+    prompt = str((record or {}).get("prompt") or settings.get("prompt", ""))
+    return build_request({**settings, "prompt": prompt, "negative_prompt": ""}, mode="upscale",
+                         init_image=init_image, rng=rng)
 
 
 def fit_request_to_model(request: dict[str, Any], health: dict[str, Any]) -> dict[str, Any]:

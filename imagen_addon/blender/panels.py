@@ -96,6 +96,9 @@ class VIEW3D_PT_imagen_use(_ImagenPanel):
         layout = self.layout
         settings = context.scene.imagen
         layout.template_ID(settings, "image", open="image.open")
+        row = layout.row(align=True)
+        row.operator("imagen.upscale", icon="FULLSCREEN_ENTER")
+        row.operator("imagen.pbr_maps", icon="NODE_MATERIAL")
         col = layout.column(align=True)
         col.operator("imagen.set_world", icon="WORLD")
         col.operator("imagen.apply_material", icon="MATERIAL")

@@ -1,4 +1,5 @@
-"""bpy glue that reads and changes scene data: images, worlds, materials, UVs, viewport capture, scene description.
+"""bpy glue that reads and changes scene data: images, worlds, materials (with PBR maps), UVs, viewport capture,
+scene description.
 
 Everything here runs on the main thread. The decisions (node layouts, UV maths, prompt wording) are in logic.py.
 """
@@ -12,7 +13,7 @@ from typing import Any, Iterator
 
 import bpy
 
-from . import logic, scene_logic
+from . import image_logic, logic, scene_logic
 
 PROJECTION_UV = "Imagen Camera"
 TEXTURED_TYPES = {"MESH"}
@@ -21,11 +22,31 @@ TEXTURED_TYPES = {"MESH"}
 # --- images ---------------------------------------------------------------------------------------------------
 
 
+def write_new_file(folder: str, name: str, data: bytes) -> str:
+    """Write `data` to a new file `name` in `folder`, or name-2, name-3, ... when that is taken: never over an
+    existing file (an upscale done in the same second as its source has the same prompt and seed, so the same
+    name). On an error (a full disk) no partial file is left. Returns the path."""
+    base, ext = os.path.splitext(name)
+    for n in range(1, 1000):
+        path = os.path.join(folder, base + (f"-{n}" if n > 1 else "") + ext)
+        try:
+            fh = open(path, "xb")
+        except FileExistsError:
+            continue
+        try:
+            with fh:
+                fh.write(data)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.remove(path)
+            raise
+        return path
+    raise RuntimeError(f"Could not find a free file name for {name} in {folder}")
+
+
 def load_result_image(png: bytes, record: dict[str, Any], folder: str) -> bpy.types.Image:
-    """Save the PNG into `folder`, load it as an image datablock carrying the history record."""
-    path = os.path.join(folder, logic.output_filename(record["prompt"], record.get("seed")))
-    with open(path, "wb") as fh:
-        fh.write(png)
+    """Save the PNG as a new file in `folder`, load it as an image datablock carrying the history record."""
+    path = write_new_file(folder, logic.output_filename(record["prompt"], record.get("seed")), png)
     image = bpy.data.images.load(path, check_existing=False)
     image.name = logic.image_name(record["prompt"] or record.get("mode", "image"))
     for key, value in logic.image_custom_props(record).items():
@@ -108,7 +129,52 @@ def ensure_material(image: bpy.types.Image, scale: float, projected: bool = Fals
             else scene_logic.material_node_plan(scale))
     apply_node_plan(material.node_tree, plan, image)
     material["imagen_image"] = image.name
+    normal, roughness = pbr_map(image, "normal"), pbr_map(image, "roughness")
+    if normal is not None and roughness is not None:
+        connect_pbr_maps(material, image, normal, roughness)
     return material
+
+
+PBR_KIND, PBR_SOURCE = "imagen_pbr", "imagen_pbr_source"  # custom properties of a map image (see image_ops)
+
+
+def pbr_map(source: bpy.types.Image, kind: str) -> bpy.types.Image | None:
+    """The `kind` ("normal", "roughness") map made from `source` by Make PBR Maps, if any."""
+    return next((i for i in bpy.data.images if i.get(PBR_KIND) == kind and i.get(PBR_SOURCE) == source.name), None)
+
+
+def load_pbr_map(source: bpy.types.Image, kind: str, path: str) -> bpy.types.Image:
+    """The `kind` map image of `source` from its file at `path` (the image of an earlier run is reloaded)."""
+    image = pbr_map(source, kind)
+    if image is None:
+        image = bpy.data.images.load(path, check_existing=False)
+        image.name = image_logic.map_image_name(source.name, kind)
+        image[PBR_KIND], image[PBR_SOURCE] = kind, source.name
+    else:
+        image.filepath = path
+        image.reload()
+    image.colorspace_settings.name = "Non-Color"
+    return image
+
+
+def connect_pbr_maps(material: bpy.types.Material, source: bpy.types.Image, normal: bpy.types.Image,
+                     roughness: bpy.types.Image) -> bool:
+    """Add the maps to `material` when it is an Imagen material (material_node_plan) showing `source`; reuses
+    the nodes of an earlier run. Returns whether it did."""
+    tree: Any = material.node_tree
+    if material.library is not None or tree is None:
+        return False
+    nodes = tree.nodes
+    texture = nodes.get("Imagen Texture")
+    if (texture is None or getattr(texture, "image", None) != source or "Imagen Mapping" not in nodes
+            or "Principled BSDF" not in nodes):
+        return False
+    uv = nodes.get("Imagen UV")
+    uv_map = uv.uv_map if uv is not None and uv.bl_idname == "ShaderNodeUVMap" else ""
+    apply_node_plan(tree, scene_logic.pbr_node_plan(texture.extension, uv_map), None)
+    nodes[scene_logic.PBR_NORMAL_TEXTURE].image = normal
+    nodes[scene_logic.PBR_ROUGHNESS_TEXTURE].image = roughness
+    return True
 
 
 def assign_material(obj: bpy.types.Object, material: bpy.types.Material) -> None:

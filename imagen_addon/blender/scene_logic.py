@@ -141,6 +141,31 @@ def material_node_plan(scale: float = 1.0, uv_map: str = "", extension: str = "R
     )
 
 
+PBR_NORMAL_TEXTURE, PBR_NORMAL_MAP, PBR_ROUGHNESS_TEXTURE = (
+    "Imagen Normal Texture", "Imagen Normal Map", "Imagen Roughness Texture")
+
+
+def pbr_node_plan(extension: str = "REPEAT", uv_map: str = "") -> NodePlan:
+    """Normal and roughness maps added to a material_node_plan material, sharing its Imagen Mapping (so they line up
+    with the base colour): Image Texture -> Normal Map (tangent space of `uv_map`, "" = the active UV map) ->
+    Principled BSDF Normal, and Image Texture -> Principled BSDF Roughness. The images (Non-Color) are set by the
+    caller."""
+    texture = {"extension": extension, "interpolation": "Linear"}
+    return NodePlan(
+        nodes=[
+            NodeSpec(PBR_ROUGHNESS_TEXTURE, "ShaderNodeTexImage", (-500, -20), props=dict(texture)),
+            NodeSpec(PBR_NORMAL_TEXTURE, "ShaderNodeTexImage", (-780, -340), props=dict(texture)),
+            NodeSpec(PBR_NORMAL_MAP, "ShaderNodeNormalMap", (-480, -340), props={"space": "TANGENT", "uv_map": uv_map},
+                     inputs={"Strength": 1.0}),
+        ],
+        links=[("Imagen Mapping", "Vector", PBR_ROUGHNESS_TEXTURE, "Vector"),
+               ("Imagen Mapping", "Vector", PBR_NORMAL_TEXTURE, "Vector"),
+               (PBR_ROUGHNESS_TEXTURE, "Color", "Principled BSDF", "Roughness"),
+               (PBR_NORMAL_TEXTURE, "Color", PBR_NORMAL_MAP, "Color"),
+               (PBR_NORMAL_MAP, "Normal", "Principled BSDF", "Normal")],
+    )
+
+
 def material_name(image_name: str, projected: bool = False) -> str:
     """'Imagen a brick wall' -> 'Imagen a brick wall' (materials and images have separate names) or, projected,
     'Imagen Projection a brick wall'."""

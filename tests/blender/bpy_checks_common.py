@@ -15,7 +15,8 @@ from fake_imagen_runtime import FakeRuntime  # noqa: E402
 
 PKG = "bl_ext.user_default.imagen"
 OPERATORS = ("generate", "generate_from_view", "cancel", "describe_scene", "history_reuse", "set_world",
-             "apply_material", "project_from_camera", "runtime_start", "runtime_stop", "runtime_check")
+             "apply_material", "project_from_camera", "upscale", "pbr_maps", "runtime_start", "runtime_stop",
+             "runtime_check")
 PANELS = ("VIEW3D_PT_imagen", "VIEW3D_PT_imagen_settings", "VIEW3D_PT_imagen_use", "VIEW3D_PT_imagen_history")
 FAKE = FakeRuntime(token="bpy-test-token", steps=2, native_size=32)
 REAL = bool(os.environ.get("IMAGEN_TEST_RUNTIME_URL"))  # a real runtime (the bundled model) instead of the fake

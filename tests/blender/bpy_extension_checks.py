@@ -34,7 +34,8 @@ ORDER = (
     "empty_prompt_is_refused", "runtime_down_is_reported", "offline_refuses_remote_url", "local_runtime_not_started",
     "wrong_token_is_reported", "generate_from_prompt", "history_reuse", "set_world_panorama",
     "apply_material_and_reuse", "apply_material_refusals", "project_from_camera", "project_refusals",
-    "generate_from_view", "generate_from_view_without_camera", "threaded_path_and_cancel", "local_runtime_autostart",
+    "generate_from_view", "generate_from_view_without_camera", "upscale_image", "pbr_maps",
+    "upscale_and_pbr_refusals", "threaded_path_and_cancel", "local_runtime_autostart",
     "panels_and_preferences_draw", "disable_and_reenable",
 )
 

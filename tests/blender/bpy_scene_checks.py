@@ -1,14 +1,21 @@
-"""In-Blender checks of the scene operators: describe, world, material, camera projection, generate from view.
+"""In-Blender checks of the scene operators: describe, world, material, camera projection, generate from view,
+upscale and PBR maps.
 
 Run by bpy_extension_checks.py (which installs the extension and builds the test scene first).
 """
 
 from __future__ import annotations
 
+import base64
+import os
+import tempfile
 import time
+from array import array
 
 import bpy
-from bpy_checks_common import NATIVE, check, expect_error, last_job_body, mod, select, settings, snapshot
+from bpy_checks_common import (
+    FAKE, NATIVE, REAL, check, expect_error, last_job_body, mod, select, settings, snapshot,
+)
 
 
 @check
@@ -163,3 +170,133 @@ def generate_from_view_without_camera(_) -> None:
         assert snapshot() == before
     finally:
         scene.camera = camera
+
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _png_size(png: bytes) -> tuple[int, int]:
+    return int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
+
+
+@check
+def upscale_image(_) -> dict:
+    """A generated image is sent as its file and upscaled with its own prompt; a painted one (no file) as a PNG of
+    its pixels, with the panel's prompt."""
+    s = settings()
+    s.prompt, s.use_native_size, s.width, s.height = "a small red tile", False, 16, 16
+    try:
+        bpy.ops.imagen.generate()
+        source = s.image
+        width, height = source.size
+        s.prompt = "something else entirely"
+        count, t0 = len(bpy.data.images), time.monotonic()
+        assert bpy.ops.imagen.upscale() == {"FINISHED"}
+        seconds = round(time.monotonic() - t0, 2)
+        big = s.image
+        assert big != source and len(bpy.data.images) == count + 1
+        assert big["imagen_mode"] == "upscale" and big["imagen_prompt"] == "a small red tile"
+        factor = big.size[0] // width
+        assert factor >= 2 and tuple(big.size) == (width * factor, height * factor), (tuple(big.size), factor)
+        assert os.path.isfile(bpy.path.abspath(big.filepath)) and source.name in bpy.data.images
+        assert big.filepath != source.filepath  # same prompt, seed and second: a new file, not over the source
+        sent = last_job_body()
+        if sent is not None:
+            with open(bpy.path.abspath(source.filepath), "rb") as fh:
+                assert base64.b64decode(sent["init_image"]) == fh.read()  # the file as generated
+            assert (sent["mode"], sent["prompt"], sent["tiling"]) == ("upscale", "a small red tile", "none")
+            assert not {"width", "height", "panorama", "strength"} & sent.keys(), sorted(sent)
+        painted = bpy.data.images.new("Imagen Test Painted", 16, 8)
+        painted.pixels.foreach_set([v for i in range(16 * 8) for v in (i % 16 / 15, 0.5, 0.2, 1.0)])
+        s.image = painted
+        assert bpy.ops.imagen.upscale() == {"FINISHED"}
+        assert s.image["imagen_prompt"] == "something else entirely"
+        assert tuple(s.image.size) == (16 * factor, 8 * factor), tuple(s.image.size)
+        sent = last_job_body()
+        if sent is not None:
+            png = base64.b64decode(sent["init_image"])
+            assert png.startswith(PNG_MAGIC) and _png_size(png) == (16, 8)
+    finally:
+        s.use_native_size = True
+    return {"factor": factor, "seconds": seconds}
+
+
+@check
+def pbr_maps(_) -> dict:
+    """Maps of the brick image: saved next to it, Non-Color, wired into both of its materials; a second run
+    reuses everything; a material made afterwards gets them too."""
+    s = settings()
+    plane, cube = bpy.data.objects["Plane"], bpy.data.objects["Cube"]
+    flat, projected = plane.active_material, cube.active_material  # Apply to Selected, Project from Camera
+    image = flat.node_tree.nodes["Imagen Texture"].image
+    assert projected.node_tree.nodes["Imagen Texture"].image == image and projected != flat
+    s.image = image
+    images, materials = len(bpy.data.images), len(bpy.data.materials)
+    t0 = time.monotonic()
+    assert bpy.ops.imagen.pbr_maps() == {"FINISHED"}
+    seconds = round(time.monotonic() - t0, 2)
+    normal, rough = bpy.data.images[image.name + " Normal"], bpy.data.images[image.name + " Roughness"]
+    assert (len(bpy.data.images), len(bpy.data.materials)) == (images + 2, materials)
+    folder = os.path.dirname(bpy.path.abspath(image.filepath))
+    for kind, map_image in (("normal", normal), ("roughness", rough)):
+        path = bpy.path.abspath(map_image.filepath)
+        assert os.path.dirname(path) == folder and path.endswith(f"_{kind}.png"), path
+        with open(path, "rb") as fh:
+            assert fh.read(8) == PNG_MAGIC
+        assert map_image.colorspace_settings.name == "Non-Color" and tuple(map_image.size) == tuple(image.size)
+    assert not [name for name in os.listdir(folder) if name.endswith(".tmp")]
+    pixels = array("f", [0.0]) * (len(normal.pixels))
+    normal.pixels.foreach_get(pixels)
+    assert min(pixels[2::4]) >= 0.5  # every normal faces out of the surface
+    links = {}
+    for material, uv_map in ((flat, ""), (projected, "Imagen Camera")):
+        tree = material.node_tree
+        nodes = tree.nodes
+        texture, normal_map, roughness = (nodes["Imagen Normal Texture"], nodes["Imagen Normal Map"],
+                                          nodes["Imagen Roughness Texture"])
+        assert texture.image == normal and roughness.image == rough
+        assert texture.outputs["Color"].links[0].to_node == normal_map
+        out = normal_map.outputs["Normal"].links[0]
+        assert (out.to_node.name, out.to_socket.name) == ("Principled BSDF", "Normal")
+        assert roughness.outputs["Color"].links[0].to_socket.name == "Roughness"
+        for tex in (texture, roughness):
+            assert tex.inputs["Vector"].links[0].from_node.name == "Imagen Mapping"
+            assert tex.extension == nodes["Imagen Texture"].extension
+        assert normal_map.uv_map == uv_map and normal_map.space == "TANGENT"
+        links[material.name] = (len(nodes), len(tree.links))
+    bpy.ops.imagen.pbr_maps()  # again: same images, same nodes
+    assert (len(bpy.data.images), len(bpy.data.materials)) == (images + 2, materials)
+    assert bpy.data.images[image.name + " Normal"] == normal and normal.filepath and rough.colorspace_settings.is_data
+    assert {m.name: (len(m.node_tree.nodes), len(m.node_tree.links)) for m in (flat, projected)} == links
+    bpy.data.materials.remove(flat)
+    select("Plane")
+    bpy.ops.imagen.apply_material()
+    assert plane.active_material.node_tree.nodes["Imagen Normal Texture"].image == normal
+    return {"size": tuple(image.size), "seconds": seconds}
+
+
+@check
+def upscale_and_pbr_refusals(_) -> None:
+    s = settings()
+    keep, requests = s.image, len(FAKE.requests)
+    missing = bpy.data.images.new("Imagen Test Missing", 8, 8)
+    missing.source = "FILE"
+    missing.filepath = os.path.join(tempfile.gettempdir(), "imagen-no-such-file.png")
+    try:
+        s.image = None
+        before = snapshot()
+        expect_error(bpy.ops.imagen.upscale, "Generate an image first")
+        expect_error(bpy.ops.imagen.pbr_maps, "Generate an image first")
+        s.image = missing
+        expect_error(bpy.ops.imagen.upscale, "has no pixels: its file")
+        expect_error(bpy.ops.imagen.pbr_maps, "has no pixels: its file")
+        assert snapshot() == before and len(FAKE.requests) == requests
+        if not REAL:
+            FAKE.sr_factor = 1
+            s.image = keep
+            expect_error(bpy.ops.imagen.upscale, "no super-resolution stage")
+            assert snapshot() == before
+    finally:
+        FAKE.sr_factor = 2
+        s.image = keep
+        bpy.data.images.remove(missing)

@@ -20,6 +20,7 @@ BASE = {"prompt": "a brick wall", "negative_prompt": "", "seed": 5, "random_seed
 
 def test_logic_imports_without_bpy():
     code = ("import sys; sys.modules['bpy'] = None; import imagen_addon.blender.logic, imagen_addon.blender.scene_logic, imagen_addon.blender.worker;"
+            "import imagen_addon.blender.image_logic;"
             "import imagen_addon.blender; print('ok')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "ok", out.stderr
@@ -79,6 +80,19 @@ def test_build_request_img2img():
     assert request["init_image"] == b"png" and request["strength"] == 1.0 and request["mode"] == "img2img"
 
 
+def test_upscale_request_uses_the_image_prompt_and_no_size():
+    settings = {**BASE, "prompt": "the next idea", "negative_prompt": "blurry", "use_native_size": False,
+                "panorama": True, "strength": 0.3}
+    record = logic.history_record(logic.build_request(BASE))
+    request = logic.upscale_request(settings, b"png", record)
+    assert request == {"mode": "upscale", "prompt": "a brick wall", "negative_prompt": "", "seed": 5, "steps": 20,
+                       "sampler": "ddim", "guidance_scale": 4.0, "tiling": "none", "init_image": b"png"}
+    assert logic.upscale_request(settings, b"png")["prompt"] == "the next idea"  # no history: the panel's
+    assert logic.upscale_request({**settings, "prompt": " "}, b"png")["prompt"] == ""  # upscale needs no prompt
+    with pytest.raises(RequestError, match="needs an init image"):
+        logic.upscale_request(settings, b"", record)
+
+
 def test_capture_size():
     assert logic.capture_size(1920, 1080, BASE) == (512, 288)
     assert logic.capture_size(1920, 1080, {**BASE, "use_native_size": False, "width": 64, "height": 48}) == (64, 48)
@@ -135,6 +149,19 @@ def test_material_node_plans():
     assert projected.node("Imagen UV").props == {"uv_map": "Imagen Camera"}
     assert projected.node("Imagen Texture").props == {"extension": "EXTEND"}
     _check_links(projected)
+
+
+def test_pbr_node_plan_shares_the_mapping():
+    plan = scene_logic.pbr_node_plan("EXTEND", uv_map="Imagen Camera")
+    base = scene_logic.material_node_plan(uv_map="Imagen Camera", extension="EXTEND")
+    assert {n.name for n in plan.nodes}.isdisjoint({n.name for n in base.nodes})
+    assert ("Imagen Mapping", "Vector", "Imagen Normal Texture", "Vector") in plan.links
+    assert ("Imagen Mapping", "Vector", "Imagen Roughness Texture", "Vector") in plan.links
+    assert ("Imagen Normal Map", "Normal", "Principled BSDF", "Normal") in plan.links
+    assert ("Imagen Roughness Texture", "Color", "Principled BSDF", "Roughness") in plan.links
+    assert plan.node("Imagen Normal Map").props == {"space": "TANGENT", "uv_map": "Imagen Camera"}
+    assert plan.node("Imagen Normal Texture").props["extension"] == "EXTEND"
+    _check_links(scene_logic.NodePlan(base.nodes + plan.nodes, base.links + plan.links))  # links inside the union
 
 
 def _check_links(plan):

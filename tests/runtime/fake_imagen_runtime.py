@@ -3,7 +3,8 @@
 Used by the client tests and, in a thread inside Blender, by the add-on tests. Jobs advance one sampler step per
 status poll and finish with a generated PNG (a seed-dependent gradient), so tests are fast and deterministic.
 Knobs: `token`, `queue_max`, `steps`, `delay` (seconds before every answer, to provoke client timeouts),
-`fail_with` (jobs fail with this error). `requests` records (method, path, json body) of every call.
+`fail_with` (jobs fail with this error), `sr_factor` (upscale: output = init image size times this; 1 = a model
+without a super-resolution stage). `requests` records (method, path, json body) of every call.
 """
 
 from __future__ import annotations
@@ -36,15 +37,29 @@ def make_png(width: int, height: int, seed: int = 0) -> bytes:
             + chunk(b"IEND", b""))
 
 
+def png_size(b64: str) -> tuple[int, int] | None:
+    """(width, height) from the IHDR of a base64 PNG, or None for anything else."""
+    if not isinstance(b64, str):
+        return None
+    try:
+        head = base64.b64decode(b64[:64], validate=False)
+    except ValueError:
+        return None
+    if not head.startswith(b"\x89PNG\r\n\x1a\n") or head[12:16] != b"IHDR":
+        return None
+    return struct.unpack(">II", head[16:24])
+
+
 class FakeRuntime:
     def __init__(self, token: str | None = "test-token", queue_max: int = 4, steps: int = 3,
-                 delay: float = 0.0, fail_with: str | None = None, native_size: int = 32):
+                 delay: float = 0.0, fail_with: str | None = None, native_size: int = 32, sr_factor: int = 2):
         self.token = token
         self.queue_max = queue_max
         self.steps = steps
         self.delay = delay
         self.fail_with = fail_with
         self.native_size = native_size
+        self.sr_factor = sr_factor
         self.size_multiple = 8
         self.jobs: dict[str, dict] = {}
         self.requests: list[tuple[str, str, dict | None]] = []
@@ -81,6 +96,13 @@ class FakeRuntime:
     def __exit__(self, *exc) -> None:
         self.stop()
 
+    def stages(self) -> list[dict]:
+        """The stages /v1/health reports: native_size is the last stage's size, as in the real runtime."""
+        if self.sr_factor < 2:
+            return [{"image_size": self.native_size, "kind": "base"}]
+        return [{"image_size": self.native_size // self.sr_factor, "kind": "base"},
+                {"image_size": self.native_size, "kind": "sr"}]
+
     # --- job logic --------------------------------------------------------------------------------------------
 
     def active_jobs(self) -> int:
@@ -106,6 +128,16 @@ class FakeRuntime:
         width = body.get("width") or self.native_size
         if body.get("panorama"):
             width = 2 * height
+        if mode == "upscale":
+            size = png_size(body["init_image"])
+            if size is None:
+                return 422, {"error": "init_image is not a PNG image"}
+            if self.sr_factor < 2:
+                return 422, {"error": "mode: this model has no super-resolution stage, so it cannot upscale"}
+            width, height = size[0] * self.sr_factor, size[1] * self.sr_factor
+            if max(width, height) > 1024:
+                return 422, {"error": f"init_image: upscaling {size[0]}x{size[1]} by {self.sr_factor} gives "
+                                      f"{width}x{height}; send an image of at most {1024 // self.sr_factor} px"}
         job_id = f"job{len(self.jobs) + 1}"
         self.jobs[job_id] = {
             "id": job_id, "status": "queued", "position": self.active_jobs(), "progress": 0.0, "stage": 0,
@@ -167,8 +199,7 @@ class _Handler(BaseHTTPRequestHandler):
         if parts[:2] == ["v1", "health"] and method == "GET":
             return self._send(200, {
                 "status": "ok", "version": "0.1.0", "api": 1,
-                "model": {"path": "fake", "hash": "fake0000", "stages": [{"image_size": fake.native_size,
-                                                                            "kind": "base"}],
+                "model": {"path": "fake", "hash": "fake0000", "stages": fake.stages(),
                           "text_encoder": "fake", "native_size": [fake.native_size, fake.native_size],
                           "size_multiple": fake.size_multiple},
                 "device": "cpu", "worker": "ok", "queue": {"length": fake.active_jobs(), "max": fake.queue_max},

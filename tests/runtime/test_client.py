@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fake_imagen_runtime import FakeRuntime  # noqa: E402
+from fake_imagen_runtime import FakeRuntime, make_png  # noqa: E402
 
 from imagen_addon.runtime.client import RuntimeClient, RuntimeClientError, is_loopback, normalize_url  # noqa: E402
 
@@ -49,6 +49,19 @@ def test_full_job_round_trip(client, fake):
     method, path, body = fake.requests[0]
     assert (method, path) == ("POST", "/v1/jobs")
     assert body == {"prompt": "a red brick wall", "seed": 7, "steps": 10, "width": 16, "height": 8, "tiling": "xy"}
+
+
+def test_fake_upscale_multiplies_the_init_image_size(client, fake):
+    job_id = client.submit(mode="upscale", init_image=make_png(12, 8), seed=3, steps=2)
+    final = client.wait(job_id, poll=0.001)
+    assert (final["result"]["width"], final["result"]["height"]) == (24, 16)
+    assert client.image(job_id)[16:24] == (24).to_bytes(4, "big") + (16).to_bytes(4, "big")
+    assert [s["kind"] for s in client.health()["model"]["stages"]] == ["base", "sr"]
+    fake.sr_factor = 1
+    with pytest.raises(RuntimeClientError, match="no super-resolution stage"):
+        client.submit(mode="upscale", init_image=make_png(12, 8))
+    with pytest.raises(RuntimeClientError, match="not a PNG"):
+        client.submit(mode="upscale", init_image=b"GIF89a")
 
 
 def test_none_fields_are_left_out_and_bytes_are_base64(client, fake):
