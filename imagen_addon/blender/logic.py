@@ -84,8 +84,8 @@ def build_request(settings: dict[str, Any], mode: str = "text2img", init_image: 
         "guidance_scale": max(0.0, min(30.0, float(settings.get("guidance_scale", 5.0)))),
         "tiling": settings.get("tiling", "none"),
     }
-    if mode == "upscale":  # the runtime's output is the input times its SR factor: sizes and tiling do not apply
-        request["tiling"] = "none"
+    if mode == "upscale":  # the runtime's output is the input times its SR factor: sizes do not apply
+        request["tiling"] = "x" if settings.get("panorama") else request["tiling"]  # seamless stays seamless
     elif settings.get("panorama"):
         request["panorama"] = True
         request["tiling"] = "x"
@@ -108,11 +108,13 @@ def upscale_request(settings: dict[str, Any], init_image: bytes, record: dict[st
     The text that guides the SR stages is the image's own prompt (its history `record`) when it has one: it
     describes that image, while the panel's prompt may already be about the next one. Otherwise the panel's prompt
     (may be empty: upscale needs none). Seed, steps and sampler come from the panel; the negative prompt is not
-    used by upscale and is left out, so the history record of the result says what was used.
+    used by upscale and is left out, so the history record of the result says what was used. A seamless image (its
+    record's tiling "x" or "xy") is upscaled seamless; the panel's tiling is about the next generation, not this one.
     """
     prompt = str((record or {}).get("prompt") or settings.get("prompt", ""))
-    return build_request({**settings, "prompt": prompt, "negative_prompt": ""}, mode="upscale",
-                         init_image=init_image, rng=rng)
+    tiling = str(((record or {}).get("settings") or {}).get("tiling") or "none")
+    return build_request({**settings, "prompt": prompt, "negative_prompt": "", "tiling": tiling, "panorama": False},
+                         mode="upscale", init_image=init_image, rng=rng)
 
 
 def fit_request_to_model(request: dict[str, Any], health: dict[str, Any]) -> dict[str, Any]:

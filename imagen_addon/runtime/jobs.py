@@ -71,7 +71,7 @@ def run_model(model, job: Job, callback) -> Image.Image:
     s = job.settings
     common = dict(seed=s["seed"], steps=s["steps"], sampler=s["sampler"], guidance_scale=s["guidance_scale"])
     if s["mode"] == "upscale":
-        return model.upscale(job.init_image, s["prompt"], callback=callback, **common)
+        return model.upscale(job.init_image, s["prompt"], callback=callback, tiling=s["tiling"], **common)
     kwargs = dict(common, negative_prompt=s["negative_prompt"] or None, size=(s["width"], s["height"]))
     kwargs["tiling"] = s["tiling"]
     if s["mode"] in ("img2img", "inpaint"):

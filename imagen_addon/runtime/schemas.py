@@ -167,7 +167,8 @@ def resolve_settings(req: JobRequest, model_info: dict) -> dict:
     settings = {"mode": req.mode, "prompt": req.prompt, "negative_prompt": req.negative_prompt, "seed": seed,
                 "steps": req.steps, "sampler": req.sampler, "guidance_scale": req.guidance_scale,
                 "width": None, "height": None, "tiling": "none", "panorama": False, "strength": None}
-    if req.mode == "upscale":  # the size follows from the image (see upscale_size); tiling, strength do not apply
+    if req.mode == "upscale":  # the size follows from the image (see upscale_size); strength does not apply
+        settings.update(tiling="x" if req.panorama else req.tiling)  # a seamless image stays seamless
         return settings
     native_w, native_h = model_info["native_size"]
     width, height = req.width, req.height

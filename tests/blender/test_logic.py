@@ -86,11 +86,20 @@ def test_upscale_request_uses_the_image_prompt_and_no_size():
     record = logic.history_record(logic.build_request(BASE))
     request = logic.upscale_request(settings, b"png", record)
     assert request == {"mode": "upscale", "prompt": "a brick wall", "negative_prompt": "", "seed": 5, "steps": 20,
-                       "sampler": "ddim", "guidance_scale": 4.0, "tiling": "none", "init_image": b"png"}
+                       "sampler": "ddim", "guidance_scale": 4.0, "tiling": "xy", "init_image": b"png"}
     assert logic.upscale_request(settings, b"png")["prompt"] == "the next idea"  # no history: the panel's
     assert logic.upscale_request({**settings, "prompt": " "}, b"png")["prompt"] == ""  # upscale needs no prompt
     with pytest.raises(RequestError, match="needs an init image"):
         logic.upscale_request(settings, b"", record)
+
+
+def test_upscale_request_keeps_a_seamless_image_seamless():
+    """The tiling comes from the image's own record (a panorama's is "x"), never from the panel."""
+    for generated, tiling in (({"tiling": "xy"}, "xy"), ({"panorama": True}, "x"), ({"tiling": "none"}, "none")):
+        record = logic.history_record(logic.build_request({**BASE, **generated}))
+        request = logic.upscale_request({**BASE, "tiling": "x", "panorama": True}, b"png", record)
+        assert request["tiling"] == tiling and "panorama" not in request, (generated, request)
+    assert logic.upscale_request({**BASE, "tiling": "xy"}, b"png")["tiling"] == "none"  # no record: plain
 
 
 def test_capture_size():

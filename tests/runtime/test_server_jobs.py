@@ -37,6 +37,14 @@ def test_upscale_calls_model_upscale_with_prompt(api, fake_model):
     method, (image, prompt), kwargs = fake_model.calls[0]
     assert method == "upscale" and image.size == (8, 8) and prompt == "" and kwargs["steps"] == 2
     assert (state["result"]["width"], state["result"]["height"]) == (16, 16)
+    assert kwargs["tiling"] == "none"
+
+
+@pytest.mark.parametrize("body, tiling", [({"tiling": "xy"}, "xy"), ({"tiling": "x"}, "x"), ({"panorama": True}, "x")])
+def test_upscale_of_a_seamless_image_stays_seamless(api, fake_model, body, tiling):
+    state = wait_job(api, submit(api, mode="upscale", steps=2, init_image=png_b64((8, 8)), **body))
+    assert state["status"] == "done" and fake_model.calls[0][2]["tiling"] == tiling
+    assert state["result"]["settings"]["tiling"] == tiling
 
 
 @pytest.mark.parametrize("body, size, tiling", [
