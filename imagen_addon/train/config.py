@@ -21,6 +21,9 @@ DEFAULT_PROMPTS = (
 )
 
 
+COMPILE_BACKENDS = ("", "inductor", "eager", "aot_eager", "cudagraphs")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     data: str = ""                       # image-caption folder (metadata.jsonl or .txt captions)
@@ -41,6 +44,8 @@ class TrainConfig:
     device: str = "auto"                 # auto | cpu | cuda (accelerate launch sets the device per process)
     mixed_precision: str = "auto"        # auto = bf16 autocast on GPU, fp32 on CPU | no | bf16 | fp16
     threads: int = 0                     # torch CPU threads (0 = torch's default)
+    compile: str = ""                    # torch.compile backend of the training step ("" = off; "inductor" for
+                                         # long GPU runs; "eager" / "aot_eager" to debug): minutes of compiling first
     checkpoint_every_steps: int = 500
     checkpoint_every_minutes: float = 10.0
     keep_checkpoints: int = 3
@@ -63,6 +68,8 @@ class TrainConfig:
             raise ValueError(f"steps needs one value or one per trained stage ({len(self.stage_ids)}), all >= 0")
         if self.schedule not in ("interleaved", "sequential"):
             raise ValueError("schedule must be 'interleaved' or 'sequential'")
+        if self.compile not in COMPILE_BACKENDS:
+            raise ValueError(f"compile must be one of {COMPILE_BACKENDS} ('' = off), got {self.compile!r}")
         if self.mixed_precision not in ("auto", "no", "bf16", "fp16"):
             raise ValueError("mixed_precision must be auto, no, bf16 or fp16")
         if self.batch_size < 1 or self.lr <= 0 or not 0 <= self.ema_decay < 1 or self.keep_checkpoints < 1:

@@ -151,6 +151,8 @@ def _train(cfg: TrainConfig, resume: bool, imagen: Imagen | None, progress: bool
         start = ck.load_checkpoint(latest, stages, ema, optimizers, schedulers)
         accelerator.print(f"resumed from {latest} at step {start}")
     losses = {k: accelerator.prepare(StageLoss(stages[k])) for k in ids}
+    if cfg.compile:  # compiles the step's forward (and its backward); weights and checkpoints are unchanged
+        losses = {k: torch.compile(loss, backend=cfg.compile) for k, loss in losses.items()}
     for k in ids:
         optimizers[k] = accelerator.prepare(optimizers[k])
     for e in ema.values():
