@@ -63,7 +63,7 @@ def test_end_to_end_on_tiny_model(tiny_model_dir, capsys):
     result = end_to_end.main(["--model", str(tiny_model_dir), "--cases", "dpmpp:2", "ddim:1:g5,1", "--reps", "1",
                               "--no-rss", "--threads", "1"])
     assert [r["case"] for r in result["results"]] == ["dpmpp, 2 steps", "ddim, 1 steps, guidance 5/1"]
-    assert end_to_end.parse_case("default") == ("default (dpmpp, 25 steps)", {})
+    assert end_to_end.parse_case("default") == ("default (dpmpp, 20 steps)", {})
     assert "s/image" in capsys.readouterr().out
 
 
