@@ -73,6 +73,28 @@ def text_inputs(batch: int, length: int = TEXT_LEN, dim: int = TEXT_DIM, device:
     return (tokens * mask[..., None]).to(device), mask.to(device)
 
 
+def count_flops(fn) -> float:
+    """FLOPs of one call of `fn` (matmuls, convolutions and attention, forward and backward), counted by
+    `torch.utils.flop_counter` from the shapes: the work both sides must do, whatever their kernels."""
+    from torch.utils.flop_counter import FlopCounterMode  # noqa: PLC0415
+
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return float(counter.get_total_flops())
+
+
+def conv_peak(device: str = "cpu", reps: int = 10) -> float:
+    """Measured FLOP/s of one large 3x3 convolution (16 x 96 x 32 x 32, 96 -> 96 channels, fp32): the reference
+    for how close a U-Net step comes to what this machine's convolution kernels can do at all."""
+    import torch.nn.functional as F  # noqa: PLC0415
+
+    x, w = torch.randn(16, 96, 32, 32, device=device), torch.randn(96, 96, 3, 3, device=device)
+    for _ in range(3):
+        F.conv2d(x, w, padding=1)
+    best = min(timed(lambda: F.conv2d(x, w, padding=1), device) for _ in range(reps))
+    return 2 * 16 * 32 * 32 * 96 * 96 * 9 / best
+
+
 # ---- statistics and tables ----------------------------------------------------------------------------------
 
 def stats(times: list[float]) -> dict:

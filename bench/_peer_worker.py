@@ -20,7 +20,7 @@ import traceback
 
 import torch
 
-from _common import autocast, setup_torch, text_inputs, timed
+from _common import autocast, count_flops, setup_torch, text_inputs, timed
 
 REPLY = sys.stdout
 sys.stdout = sys.stderr  # imagen-pytorch's print_once advice must not reach the reply channel
@@ -90,6 +90,20 @@ class Worker:
             self.opt.zero_grad(set_to_none=True)
 
         return {"times": [timed(step, self.device) for _ in range(iters)]}
+
+    def flops(self, mode: str, batch: int) -> dict:
+        """FLOPs of one training step's loss + backward (mode "train") or of one forward (mode "forward")."""
+        images, text, mask = self._inputs(batch)
+        if mode == "train":
+            def run():
+                self.imagen(images, text_embeds=text, text_masks=mask, unet_number=1).backward()
+            flops = count_flops(run)
+            self.opt.zero_grad(set_to_none=True)
+        else:
+            times = torch.full((batch,), 0.5, device=self.device)
+            with torch.inference_mode():
+                flops = count_flops(lambda: self.unet(images * 2 - 1, times, text_embeds=text, text_mask=mask))
+        return {"flops": flops}
 
     def forward(self, batch: int, iters: int) -> dict:
         x, text, mask = self._inputs(batch)

@@ -22,8 +22,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from _common import (RATIO_HEADER, TEXT_LEN, Peer, autocast, interleave, log, machine_line,  # noqa: E402
-                     markdown_table, ratio_row, setup_torch, text_inputs, timed, write_json)
+from _common import (RATIO_HEADER, TEXT_LEN, Peer, autocast, conv_peak, count_flops, interleave, log,  # noqa: E402
+                     machine_line, markdown_table, ratio_row, setup_torch, text_inputs, timed, write_json)
 
 from imagen_addon.core.stage import Stage, StageConfig  # noqa: E402
 from imagen_addon.core.unet import UNetConfig  # noqa: E402
@@ -71,6 +71,16 @@ class Ours:
         self.stage.train()
         return lambda: timed(step, self.device)
 
+    def flops(self, mode: str, batch: int, text_len: int) -> float:
+        """FLOPs of one training step's loss + backward (mode "train") or of one forward (mode "forward")."""
+        x, text, mask = self._inputs(batch, text_len)
+        if mode == "train":
+            flops = count_flops(lambda: self.stage.loss(x, text, mask).backward())
+            self.opt.zero_grad(set_to_none=True)
+            return flops
+        with torch.inference_mode():
+            return count_flops(lambda: self.stage.unet(x, torch.zeros(batch), text, mask))
+
     def forward(self, batch: int, text_len: int):
         x, text, mask = self._inputs(batch, text_len)
         log_snr = torch.zeros(batch, device=self.device)
@@ -81,6 +91,19 @@ class Ours:
 
         self.stage.eval()
         return lambda: timed(fwd, self.device)
+
+
+WORK_HEADER = ["case", "ours GFLOP", "peer GFLOP", "ours GFLOP/s", "peer GFLOP/s", "ours % of conv peak",
+               "peer % of conv peak"]
+
+
+def work_row(name: str, ours_flops: float, ours_s: float, peer_flops, peer_s, peak: float) -> list[str]:
+    row = [name, f"{ours_flops / 1e9:.1f}", "-", f"{ours_flops / ours_s / 1e9:.0f}", "-",
+           f"{100 * ours_flops / ours_s / peak:.0f} %", "-"]
+    if peer_flops is not None:
+        row[2], row[4] = f"{peer_flops / 1e9:.1f}", f"{peer_flops / peer_s / 1e9:.0f}"
+        row[6] = f"{100 * peer_flops / peer_s / peak:.0f} %"
+    return row
 
 
 def main(argv=None) -> dict:
@@ -99,7 +122,9 @@ def main(argv=None) -> dict:
     args = ap.parse_args(argv)
     setup_torch(args.threads, args.device)
     peer = None if args.no_peer else Peer(args.threads, args.device, args.dtype)
-    rows, raw = [], []
+    rows, work, raw = [], [], []
+    peak = conv_peak(args.device)
+    log(f"3x3 convolution peak of this machine: {peak / 1e9:.0f} GFLOP/s")
     try:
         for size in args.sizes:
             cfg = our_config(size, args.width)
@@ -116,8 +141,12 @@ def main(argv=None) -> dict:
                     o, p = interleave(ours_fn, peer_fn, args.reps)
                     name = f"{mode} {size}px batch {batch}"
                     rows.append(ratio_row(name, o, p))
+                    of = ours.flops(mode, batch, args.text_len)
+                    pf = peer.call("flops", mode=mode, batch=batch)["flops"] if peer else None
+                    work.append(work_row(name, of, min(o), pf, min(p) if p else None, peak))
                     raw.append({"case": name, "ours": o, "peer": p, "ours_params": ours.params,
-                                "peer_params": built["params"] if built else None})
+                                "peer_params": built["params"] if built else None, "ours_flops": of,
+                                "peer_flops": pf})
                     log(" | ".join(rows[-1]))
     finally:
         if peer:
@@ -125,8 +154,11 @@ def main(argv=None) -> dict:
     print(f"\n{machine_line(args.threads, args.device)}; {args.device} {args.dtype}; {args.reps} reps per side, "
           "interleaved; seconds per step (train) or per forward; speed-up = peer time / our time\n")
     print(markdown_table(RATIO_HEADER, rows))
+    print(f"\nWork per call (FLOPs counted by torch.utils.flop_counter: matmuls, convolutions, attention) and the "
+          f"rate at the fastest repetition; this machine's 3x3 convolution peak: {peak / 1e9:.0f} GFLOP/s\n")
+    print(markdown_table(WORK_HEADER, work))
     result = {"bench": "unet_step", "args": vars(args), "machine": machine_line(args.threads, args.device),
-              "results": raw}
+              "conv_peak_flops": peak, "results": raw}
     write_json(args.json, result)
     return result
 

@@ -123,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("-o", "--output", default="out.png")
     g.add_argument("--seed", type=int)
     g.add_argument("--steps", type=int, default=20)
-    g.add_argument("--sampler", choices=("ancestral", "ddim", "dpmpp"), default="dpmpp")
+    g.add_argument("--sampler", choices=("ancestral", "ddim", "dpmpp", "dpmpp_sde"), default="dpmpp")
     g.add_argument("--guidance", type=float, nargs="+", default=[5.0], help="the base stage's weight (SR stages unguided), or one value per stage")
     g.add_argument("--size", type=_size, help="WxH of the final image, e.g. 256x128")
     g.add_argument("--tiling", choices=("none", "x", "xy"), default="none")

@@ -20,6 +20,7 @@ SIZE_MULTIPLE = 8
 MIN_SIZE, MAX_SIZE = 8, 1024
 SAMPLERS = (
     ("dpmpp", "DPM++ 2M", "Fast, good quality in 20-30 steps"),
+    ("dpmpp_sde", "DPM++ 2M SDE", "Stochastic second-order: ancestral quality in 20-30 steps"),
     ("ddim", "DDIM", "Deterministic, good for reproducing an image"),
     ("ancestral", "Ancestral", "Stochastic; more variety, needs more steps"),
 )

@@ -21,7 +21,7 @@ import torch
 from .diffusion import alpha_sigma
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-SAMPLERS = ("ancestral", "ddim", "dpmpp")
+SAMPLERS = ("ancestral", "ddim", "dpmpp", "dpmpp_sde")
 
 
 class Cancelled(Exception):
@@ -108,8 +108,35 @@ def sample_dpmpp_2m(denoiser: Denoiser, x, log_snrs, *, generators=None, callbac
     return x
 
 
+def sample_dpmpp_2m_sde(denoiser: Denoiser, x, log_snrs, *, generators=None, callback=None):
+    """SDE-DPM-Solver++(2M) (Lu et al. 2022, DPM-Solver++ App.; the "sde-dpmsolver++" of their code), midpoint form:
+    x_s = (sigma_s / sigma_t) e^-h x_t + alpha_s (1 - e^-2h) (x0 + D1 / 2) + sigma_s sqrt(1 - e^-2h) z,
+    D1 = (x0 - x0_prev) / r. Its first-order form is exactly the ancestral step: a second-order ancestral sampler."""
+    n = len(log_snrs) - 1
+    x0_prev, h_prev = None, None
+    x0 = x
+    for i in range(n):
+        lt, ls = _levels(log_snrs, x, i)
+        x0 = denoiser(x, lt)
+        (_, s_t), (a_s, s_s) = alpha_sigma(lt), alpha_sigma(ls)
+        h = (ls - lt) / 2
+        s_t, a_s, s_s, hv = (v.view(-1, 1, 1, 1) for v in (s_t, a_s, s_s, h))
+        c = -torch.expm1(-2 * hv)  # 1 - e^-2h
+        d = x0
+        if x0_prev is not None and i < n - 1:
+            r = (h_prev / h).view(-1, 1, 1, 1)
+            d = x0 + (x0 - x0_prev) / (2 * r)
+        x = (s_s / s_t) * torch.exp(-hv) * x + a_s * c * d
+        if i < n - 1:
+            x = x + s_s * c.sqrt() * randn(x.shape, generators, x.device, x.dtype)
+        x0_prev, h_prev = x0, h
+        _step_done(callback, i, n, x, x0)
+    return x
+
+
 def get_sampler(name: str):
-    table = {"ancestral": sample_ancestral, "ddim": sample_ddim, "dpmpp": sample_dpmpp_2m}
+    table = {"ancestral": sample_ancestral, "ddim": sample_ddim, "dpmpp": sample_dpmpp_2m,
+             "dpmpp_sde": sample_dpmpp_2m_sde}
     if name not in table:
         raise ValueError(f"sampler must be one of {SAMPLERS}, got {name!r}")
     return table[name]

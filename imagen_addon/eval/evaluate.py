@@ -30,7 +30,7 @@ from . import judge as J
 from .report import END, START, draw_grid, plot_accuracy, table_markdown, write_benchmarks  # noqa: F401 (re-exported)
 
 DEFAULT_SETTINGS = "ancestral:250,ddim:50,dpmpp:20,dpmpp:10"
-SAMPLER_NAMES = {"ancestral": "Ancestral", "ddim": "DDIM", "dpmpp": "DPM-Solver++"}
+SAMPLER_NAMES = {"ancestral": "Ancestral", "ddim": "DDIM", "dpmpp": "DPM-Solver++", "dpmpp_sde": "SDE-DPM-Solver++"}
 ATTRIBUTES = J.LANDSCAPE_ATTRIBUTES + J.MATERIAL_ATTRIBUTES
 
 
@@ -114,6 +114,24 @@ def accuracy(verdicts: list[dict[str, bool]]) -> dict[str, float]:
     return out
 
 
+def checks(verdicts: list[dict[str, bool]]) -> dict[str, int]:
+    """How many verdicts score each attribute (the n behind each share of `accuracy`)."""
+    return {k: n for k in ATTRIBUTES if (n := sum(1 for v in verdicts if k in v))}
+
+
+def mean_standard_error(acc: dict[str, float], n: dict[str, int], keys=ATTRIBUTES) -> float | None:
+    """Standard error of `mean_of` (the unweighted mean over attributes): sqrt(sum_k p_k (1 - p_k) / n_k) / K, with
+    p_k shrunk to (x + 1) / (n + 2) so that a 0 % or 100 % share of a handful of images still counts as uncertain."""
+    ks = [k for k in keys if k in acc]
+    if not ks:
+        return None
+    var = 0.0
+    for k in ks:
+        p = (acc[k] * n[k] + 1) / (n[k] + 2)
+        var += p * (1 - p) / n[k]
+    return round(float(np.sqrt(var) / len(ks)), 4)
+
+
 def mean_of(acc: dict[str, float], keys=ATTRIBUTES) -> float | None:
     values = [acc[k] for k in keys if k in acc]
     return round(float(np.mean(values)), 4) if values else None
@@ -179,9 +197,11 @@ def run(args) -> dict:
         images, tiled[setting] = land_images + mat_images, mat_images
         verdicts, feats = J.judge_batch(images, records, nets)
         acc = accuracy(verdicts)
+        results["checks"] = checks(verdicts)
         row = {"sampler": setting.sampler, "steps": setting.steps, "label": setting.label, "accuracy": acc,
                "base_accuracy": accuracy(J.judge_batch(land_bases + mat_bases, records, nets)[0]),
-               "mean_accuracy": mean_of(acc), "landscape_accuracy": mean_of(acc, J.LANDSCAPE_ATTRIBUTES),
+               "mean_accuracy": mean_of(acc), "mean_accuracy_se": mean_standard_error(acc, results["checks"]),
+               "landscape_accuracy": mean_of(acc, J.LANDSCAPE_ATTRIBUTES),
                "material_accuracy": mean_of(acc, J.MATERIAL_ATTRIBUTES), "fd": fd_block(feats, real_feats, kinds),
                "seam": {"material_x": pooled_seam(mat_images, 1), "material_y": pooled_seam(mat_images, 0)},
                "seconds_per_image": round((t_land + t_mat) / len(records), 3)}

@@ -55,7 +55,7 @@ def plot_accuracy(results: dict, path: Path) -> None:
     for key, colour, name in (("mean_accuracy", "black", "all"), ("landscape_accuracy", "tab:green", "landscapes"),
                               ("material_accuracy", "tab:blue", "materials"),
                               ("base_mean_accuracy", "tab:orange", "all, base-stage output")):
-        for sampler, marker in (("ancestral", "o"), ("ddim", "s"), ("dpmpp", "^")):
+        for sampler, marker in (("ancestral", "o"), ("ddim", "s"), ("dpmpp", "^"), ("dpmpp_sde", "v")):
             rows = sorted((r["steps"], r[key]) for r in results["settings"]
                           if r["sampler"] == sampler and r[key] is not None)
             if rows:
@@ -87,11 +87,15 @@ def _row(cells) -> str:
 def table_markdown(results: dict) -> str:
     """The report as markdown: accuracy / FD / seams / speed per setting, the seam section, the judge."""
     cols = [k for k in LANDSCAPE_ATTRIBUTES + MATERIAL_ATTRIBUTES if any(k in r["accuracy"] for r in results["settings"])]
-    head = ["setting (base stage)", *(k.replace("_", " ") for k in cols), "mean", "mean at base res", "FD",
+    n = results.get("checks", {})
+    head = ["setting (base stage)", *(k.replace("_", " ") + (f" ({n[k]})" if k in n else "") for k in cols),
+            "mean ± s.e.", "mean at base res", "FD",
             "material seam x / y", "s / image"]
     lines = [_row(head), "|" + "---|" * len(head)]
     for r in results["settings"]:
-        lines.append(_row([r["label"], *(_pct(r["accuracy"].get(k)) for k in cols), f"**{_pct(r['mean_accuracy'])}**",
+        se = r.get("mean_accuracy_se")
+        mean = f"**{_pct(r['mean_accuracy'])}**" + ("" if se is None else f" ± {100 * se:.0f}")
+        lines.append(_row([r["label"], *(_pct(r["accuracy"].get(k)) for k in cols), mean,
                            _pct(r["base_mean_accuracy"]), r["fd"]["all"],
                            f"{r['seam']['material_x']} / {r['seam']['material_y']}",
                            r["seconds_per_image"]]))
@@ -104,7 +108,10 @@ def table_markdown(results: dict) -> str:
               f"DPM-Solver++ with {results['sr']['steps']} steps. 'Mean at base res': the same judge on the base "
               "stage's output. FD: Fréchet distance between judge-net features of the generated images and of "
               "procedural renders of the same prompts (lower is better). Seam: mean |last - first| over mean "
-              "|interior neighbour| difference, pooled over the tiled materials (target <= 1.5)."]
+              "|interior neighbour| difference, pooled over the tiled materials (target <= 1.5). In brackets: "
+              "how many images score each attribute. Mean: the unweighted mean over attributes; ± one standard "
+              "error from those counts, so an attribute scored on 2 images weighs as much as one scored on 48 and "
+              "makes the mean that much less certain."]
     s = results.get("seams", {})
     if "panorama" in s or "material_untiled_control" in s:
         lines += ["", f"Seams ({s['setting']}; target <= {s['target']}):", "",

@@ -31,7 +31,7 @@ MAX_IMAGE_B64_CHARS = 4 * ((MAX_IMAGE_BYTES + 2) // 3) + 64
 IMAGE_FORMATS = ("PNG", "JPEG", "WEBP")
 
 Mode = Literal["text2img", "img2img", "inpaint", "upscale"]
-Sampler = Literal["ancestral", "ddim", "dpmpp"]
+Sampler = Literal["ancestral", "ddim", "dpmpp", "dpmpp_sde"]
 Tiling = Literal["none", "x", "xy"]
 JobStatus = Literal["queued", "running", "done", "failed", "cancelled"]
 

@@ -16,7 +16,7 @@ import end_to_end  # noqa: E402
 import fast_paths  # noqa: E402
 import guided_sampling  # noqa: E402
 import unet_step  # noqa: E402
-from _common import markdown_table, ratio_row, stats  # noqa: E402
+from _common import count_flops, markdown_table, ratio_row, stats  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -42,6 +42,13 @@ def test_unet_step_ours_only(tmp_path, capsys):
     assert [r["case"] for r in result["results"]] == ["train 16px batch 2", "forward 16px batch 2"]
     assert json.loads(out.read_text())["bench"] == "unet_step"
     assert "| train 16px batch 2 |" in capsys.readouterr().out
+    train, fwd = (r["ours_flops"] for r in result["results"])
+    assert 2.5 * fwd < train < 3.1 * fwd  # backward costs about twice the forward (no input grad for the stem)
+
+
+def test_count_flops_of_a_convolution():
+    x, w = torch.randn(2, 4, 8, 8), torch.randn(5, 4, 3, 3)
+    assert count_flops(lambda: torch.nn.functional.conv2d(x, w, padding=1)) == 2 * 2 * 8 * 8 * 5 * 4 * 9
 
 
 def test_peer_spec_mirrors_our_layout():

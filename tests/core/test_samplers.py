@@ -16,7 +16,8 @@ def gaussian_denoiser(x, l):
     return MU + a * STD ** 2 / (a ** 2 * STD ** 2 + s ** 2) * (x - a * MU)
 
 
-@pytest.mark.parametrize("name,steps", [("ancestral", 250), ("ddim", 50), ("dpmpp", 20), ("dpmpp", 10)])
+@pytest.mark.parametrize("name,steps", [("ancestral", 250), ("ddim", 50), ("dpmpp", 20), ("dpmpp", 10),
+                                        ("dpmpp_sde", 20)])
 def test_sampler_matches_gaussian_data(name, steps):
     n = 4000
     gens = [torch.Generator().manual_seed(i) for i in range(n)]
@@ -35,6 +36,17 @@ def test_ddim_eta_one_is_stochastic_and_matches():
     l = log_snr(torch.linspace(1, 0, 251), DiffusionConfig())  # stochastic samplers need many steps
     out = sample_ddim(gaussian_denoiser, randn((n, 1, 2, 2), gens), l, eta=1.0, generators=gens)
     assert out.std().item() == pytest.approx(STD, abs=0.03)
+
+
+def test_dpmpp_sde_first_order_is_the_ancestral_step():
+    """With a denoiser whose x0 never changes, the second-order correction vanishes and SDE-DPM-Solver++(2M)
+    takes exactly the ancestral (DDPM posterior) steps, noise included."""
+    l = log_snr(torch.linspace(1, 0, 9), DiffusionConfig())
+    x0 = torch.full((2, 1, 3, 3), 0.25)
+    x = randn((2, 1, 3, 3), [torch.Generator().manual_seed(s) for s in (1, 2)])
+    runs = [get_sampler(name)(lambda x_t, l_t: x0, x, l, generators=[torch.Generator().manual_seed(s) for s in (3, 4)])
+            for name in ("ancestral", "dpmpp_sde")]
+    torch.testing.assert_close(runs[0], runs[1], rtol=1e-5, atol=1e-6)
 
 
 def test_per_sample_noise_independent_of_batch():

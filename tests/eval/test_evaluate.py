@@ -30,6 +30,17 @@ def test_settings_parse_with_readable_errors():
             E.parse_settings(bad)
 
 
+def test_mean_standard_error_closed_form():
+    verdicts = [{"sky": True, "sun": True}, {"sky": True}, {"sky": False}, {"sky": True, "sun": False}]
+    acc, n = E.accuracy(verdicts), E.checks(verdicts)
+    assert acc == {"sky": 0.75, "sun": 0.5} and n == {"sky": 4, "sun": 2}
+    # shrunk shares: sky (3 + 1) / 6, sun (1 + 1) / 4; s.e. = sqrt(sum p (1 - p) / n) / K
+    p_sky, p_sun = 4 / 6, 2 / 4
+    expected = ((p_sky * (1 - p_sky) / 4 + p_sun * (1 - p_sun) / 2) ** 0.5) / 2
+    assert E.mean_standard_error(acc, n) == pytest.approx(expected, abs=1e-4)
+    assert E.mean_standard_error({}, {}) is None
+
+
 def test_cli_rejects_bad_options(tmp_path, capsys):
     assert E.cli_main(["--out", str(tmp_path), "--settings", "euler:5"]) == 2
     assert "SAMPLER:STEPS" in capsys.readouterr().err
@@ -63,6 +74,7 @@ def test_eval_runs_end_to_end_with_the_tiny_model(tiny_model_dir, tmp_path):
     assert {"sky", "ground", "colors", "pattern", "seamless"} <= set(row["accuracy"])
     assert all(0 <= v <= 1 for v in row["accuracy"].values())
     assert row["fd"]["all"] is not None and row["fd"]["all"] >= 0
+    assert results["checks"]["sky"] == 3 and 0 < row["mean_accuracy_se"] < 0.5
     assert row["seam"]["material_x"] is not None
     assert results["sr"] == {"sampler": "dpmpp", "steps": 1, "note": "every setting's SR stages use this"}
     assert results["judge"]["real_mean_accuracy"] >= 0.9
