@@ -17,14 +17,7 @@ def _demo(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
                           cwd=str(ROOT))
 
 
-@pytest.fixture(scope="module")
-def has_bpy() -> None:
-    probe = subprocess.run([sys.executable, "-c", "import bpy"], capture_output=True, text=True, timeout=120)
-    if probe.returncode != 0:
-        pytest.skip("Blender as a Python module is not installed (`import bpy` failed); pip install bpy==5.0.1")
-
-
-def test_demo_renders_the_scene(has_bpy, tiny_model_dir, tmp_path):
+def test_demo_renders_the_scene(real_bpy, tiny_model_dir, tmp_path):
     from PIL import Image, ImageStat
 
     out = tmp_path / "out" / "demo.png"
@@ -48,7 +41,7 @@ def test_missing_model_is_one_line(tmp_path):
     assert "Traceback" not in proc.stderr + proc.stdout
 
 
-def test_runtime_that_fails_to_start_is_reported_without_traceback(has_bpy, tmp_path):
+def test_runtime_that_fails_to_start_is_reported_without_traceback(real_bpy, tmp_path):
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "imagen.json").write_text('{"stages": ["stage_0"]}')  # no stage folder: the runtime exits

@@ -24,11 +24,6 @@ sys.path.insert(0, str(ROOT / "tools"))
 import build_extension  # noqa: E402
 
 
-def _bpy_import_error() -> str | None:
-    probe = subprocess.run([sys.executable, "-c", "import bpy"], capture_output=True, text=True, timeout=120)
-    return None if probe.returncode == 0 else (probe.stderr.strip().splitlines() or ["unknown error"])[-1]
-
-
 @pytest.fixture(scope="module")
 def extension_zip(tmp_path_factory) -> Path:
     return build_extension.build(ROOT, tmp_path_factory.mktemp("dist"), "lite")
@@ -53,11 +48,7 @@ def bundled_runtime(tmp_path_factory):
 
 
 @pytest.fixture(scope="module", params=["bundled", "fake"])
-def report(request, extension_zip, tmp_path_factory) -> dict:
-    error = _bpy_import_error()
-    if error:
-        pytest.skip(f"Blender as a Python module is not installed (`import bpy` failed: {error}); "
-                    "install it with `pip install bpy==5.0.1`")
+def report(request, extension_zip, tmp_path_factory, real_bpy) -> dict:
     home = tmp_path_factory.mktemp(f"blender-user-{request.param}")
     env = {k: v for k, v in os.environ.items() if not k.startswith("IMAGEN_TEST_")}
     if request.param == "bundled":
