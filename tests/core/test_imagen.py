@@ -80,6 +80,15 @@ def test_save_load_round_trip_bit_exact(tiny_imagen, tiny_model_dir):
     assert loaded.model_hash == tiny_imagen.model_hash != "untrained"
 
 
+def test_loaded_model_is_channels_last_with_the_same_files(tiny_model_dir, tmp_path):
+    """from_pretrained switches the convolutions to channels_last (a CPU fast path); saving it again writes the
+    same bytes, so the model hash is unchanged."""
+    loaded = Imagen.from_pretrained(tiny_model_dir)
+    assert loaded.stages[0].unet.stem.weight.is_contiguous(memory_format=torch.channels_last)
+    loaded.save_pretrained(tmp_path / "again")
+    assert Imagen.from_pretrained(tmp_path / "again").model_hash == loaded.model_hash
+
+
 def copy_model(src, dst):
     import shutil
 
