@@ -83,13 +83,13 @@ def count_flops(fn) -> float:
     return float(counter.get_total_flops())
 
 
-def conv_peak(device: str = "cpu", reps: int = 10) -> float:
+def conv_peak(device: str = "cpu", reps: int = 30) -> float:
     """Measured FLOP/s of one large 3x3 convolution (16 x 96 x 32 x 32, 96 -> 96 channels, fp32): the reference
     for how close a U-Net step comes to what this machine's convolution kernels can do at all."""
     import torch.nn.functional as F  # noqa: PLC0415
 
     x, w = torch.randn(16, 96, 32, 32, device=device), torch.randn(96, 96, 3, 3, device=device)
-    for _ in range(3):
+    for _ in range(10):
         F.conv2d(x, w, padding=1)
     best = min(timed(lambda: F.conv2d(x, w, padding=1), device) for _ in range(reps))
     return 2 * 16 * 32 * 32 * 96 * 96 * 9 / best
@@ -180,6 +180,41 @@ class Peer:
             self.proc.wait(timeout=30)
         if self.proc.poll() is None:
             self.proc.kill()
+
+
+def add_side_by_side_args(ap, reps: int) -> None:
+    """The options every ours-vs-peer benchmark takes."""
+    ap.add_argument("--reps", type=int, default=reps, help="timed repetitions per side (after one warm-up)")
+    ap.add_argument("--text-len", type=int, default=TEXT_LEN)
+    ap.add_argument("--width", type=int, default=48, help="our base channels (48: 7.2 M parameters)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
+    ap.add_argument("--no-peer", action="store_true", help="time our side only")
+    ap.add_argument("--json", help="also write the raw timings here")
+
+
+@contextlib.contextmanager
+def peer_session(args):
+    """Set up torch for `args`, then yield the peer worker (None with --no-peer); it is closed however we leave."""
+    setup_torch(args.threads, args.device)
+    peer = None if args.no_peer else Peer(args.threads, args.device, args.dtype)
+    try:
+        yield peer
+    finally:
+        if peer:
+            peer.close()
+
+
+def report(bench: str, args, rows: list[list[str]], raw: list[dict], unit: str, **extra) -> dict:
+    """Print the ratio table under the machine line, write the JSON if asked, and return the result."""
+    machine = machine_line(args.threads, args.device)
+    print(f"\n{machine}; {args.device} {args.dtype}; {args.reps} reps per side, interleaved; {unit}; "
+          "speed-up = peer time / our time\n")
+    print(markdown_table(RATIO_HEADER, rows))
+    result = {"bench": bench, "args": vars(args), "machine": machine, **extra, "results": raw}
+    write_json(args.json, result)
+    return result
 
 
 def interleave(ours_fn, peer_fn, reps: int) -> tuple[list[float], list[float]]:

@@ -21,8 +21,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from _common import (RATIO_HEADER, TEXT_LEN, Peer, autocast, interleave, log, machine_line,  # noqa: E402
-                     markdown_table, ratio_row, setup_torch, text_inputs, timed, write_json)
+from _common import (add_side_by_side_args, autocast, interleave, log, peer_session, ratio_row,  # noqa: E402
+                     report, text_inputs, timed)
 from unet_step import our_config, peer_spec  # noqa: E402
 
 from imagen_addon.core.imagen import Imagen, ImagenConfig  # noqa: E402
@@ -54,19 +54,10 @@ def main(argv=None) -> dict:
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--sampler", default="ancestral", choices=SAMPLERS, help="ours (the peer is always DDPM)")
     ap.add_argument("--guidance", type=float, default=5.0)
-    ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--text-len", type=int, default=TEXT_LEN)
-    ap.add_argument("--width", type=int, default=48, help="our base channels (48: 7.2 M parameters)")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
-    ap.add_argument("--no-peer", action="store_true")
-    ap.add_argument("--json")
+    add_side_by_side_args(ap, reps=3)
     args = ap.parse_args(argv)
-    setup_torch(args.threads, args.device)
-    peer = None if args.no_peer else Peer(args.threads, args.device, args.dtype)
     rows, raw = [], []
-    try:
+    with peer_session(args) as peer:
         for size in args.sizes:
             run, imagen = our_sampler(size, args.steps, args.sampler, args.guidance, args.text_len, args.device,
                                       args.dtype, width=args.width)
@@ -85,16 +76,7 @@ def main(argv=None) -> dict:
             rows.append(ratio_row(name, o, p))
             raw.append({"case": name, "ours": o, "peer": p})
             log(" | ".join(rows[-1]))
-    finally:
-        if peer:
-            peer.close()
-    print(f"\n{machine_line(args.threads, args.device)}; {args.device} {args.dtype}; {args.reps} reps per side, "
-          "interleaved; seconds per image; speed-up = peer time / our time\n")
-    print(markdown_table(RATIO_HEADER, rows))
-    result = {"bench": "guided_sampling", "args": vars(args), "machine": machine_line(args.threads, args.device),
-              "results": raw}
-    write_json(args.json, result)
-    return result
+    return report("guided_sampling", args, rows, raw, "seconds per image")
 
 
 if __name__ == "__main__":

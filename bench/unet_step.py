@@ -22,8 +22,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from _common import (RATIO_HEADER, TEXT_LEN, Peer, autocast, conv_peak, count_flops, interleave, log,  # noqa: E402
-                     machine_line, markdown_table, ratio_row, setup_torch, text_inputs, timed, write_json)
+from _common import (add_side_by_side_args, autocast, conv_peak, count_flops, interleave, log,  # noqa: E402
+                     markdown_table, peer_session, ratio_row, report, text_inputs, timed)
 
 from imagen_addon.core.stage import Stage, StageConfig  # noqa: E402
 from imagen_addon.core.unet import UNetConfig  # noqa: E402
@@ -110,22 +110,13 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", type=int, nargs="+", default=[32])
     ap.add_argument("--batches", type=int, nargs="+", default=[16])
-    ap.add_argument("--reps", type=int, default=5, help="timed repetitions per side (after one warm-up)")
     ap.add_argument("--modes", nargs="+", default=["train", "forward"], choices=["train", "forward"])
-    ap.add_argument("--text-len", type=int, default=TEXT_LEN)
-    ap.add_argument("--width", type=int, default=48, help="our base channels (48: 7.2 M parameters)")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
-    ap.add_argument("--no-peer", action="store_true", help="time our side only")
-    ap.add_argument("--json", help="also write the raw timings here")
+    add_side_by_side_args(ap, reps=5)
     args = ap.parse_args(argv)
-    setup_torch(args.threads, args.device)
-    peer = None if args.no_peer else Peer(args.threads, args.device, args.dtype)
     rows, work, raw = [], [], []
-    peak = conv_peak(args.device)
-    log(f"3x3 convolution peak of this machine: {peak / 1e9:.0f} GFLOP/s")
-    try:
+    with peer_session(args) as peer:
+        peak = conv_peak(args.device)
+        log(f"3x3 convolution peak of this machine: {peak / 1e9:.0f} GFLOP/s")
         for size in args.sizes:
             cfg = our_config(size, args.width)
             ours = Ours(cfg, args.device, args.dtype)
@@ -148,18 +139,11 @@ def main(argv=None) -> dict:
                                 "peer_params": built["params"] if built else None, "ours_flops": of,
                                 "peer_flops": pf})
                     log(" | ".join(rows[-1]))
-    finally:
-        if peer:
-            peer.close()
-    print(f"\n{machine_line(args.threads, args.device)}; {args.device} {args.dtype}; {args.reps} reps per side, "
-          "interleaved; seconds per step (train) or per forward; speed-up = peer time / our time\n")
-    print(markdown_table(RATIO_HEADER, rows))
+    result = report("unet_step", args, rows, raw, "seconds per step (train) or per forward",
+                    conv_peak_flops=peak)
     print(f"\nWork per call (FLOPs counted by torch.utils.flop_counter: matmuls, convolutions, attention) and the "
           f"rate at the fastest repetition; this machine's 3x3 convolution peak: {peak / 1e9:.0f} GFLOP/s\n")
     print(markdown_table(WORK_HEADER, work))
-    result = {"bench": "unet_step", "args": vars(args), "machine": machine_line(args.threads, args.device),
-              "conv_peak_flops": peak, "results": raw}
-    write_json(args.json, result)
     return result
 
 
