@@ -4,6 +4,7 @@ names taken from it (`generate`, `SAMPLER_NAMES`) are imported where they are us
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -51,7 +52,8 @@ def plot_accuracy(results: dict, path: Path) -> None:
 
     from .evaluate import SAMPLER_NAMES  # noqa: PLC0415 (evaluate imports this module)
 
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
+    fig, ax = plt.subplots(figsize=(8.5, 4), dpi=110)
+    lowest = 1.0
     for key, colour, name in (("mean_accuracy", "black", "all"), ("landscape_accuracy", "tab:green", "landscapes"),
                               ("material_accuracy", "tab:blue", "materials"),
                               ("base_mean_accuracy", "tab:orange", "all, base-stage output")):
@@ -59,15 +61,16 @@ def plot_accuracy(results: dict, path: Path) -> None:
             rows = sorted((r["steps"], r[key]) for r in results["settings"]
                           if r["sampler"] == sampler and r[key] is not None)
             if rows:
+                lowest = min(lowest, *(v for _, v in rows))
                 ax.plot(*zip(*rows), marker=marker, color=colour, linestyle="-" if len(rows) > 1 else "none",
                         label=f"{SAMPLER_NAMES[sampler]}, {name}")
     if results["judge"]["real_mean_accuracy"] is not None:
         ax.axhline(results["judge"]["real_mean_accuracy"], color="gray", linestyle=":", label="procedural images")
     steps = sorted({r["steps"] for r in results["settings"]})
-    ax.set(xscale="log", xticks=steps, xticklabels=[str(v) for v in steps], ylim=(0, 1.02),
+    ax.set(xscale="log", xticks=steps, xticklabels=[str(v) for v in steps], ylim=(max(0.0, math.floor(10 * lowest - 1) / 10), 1.02),
            xlabel="base-stage sampler steps", ylabel="attribute accuracy", title="Held-out prompt following")
     ax.minorticks_off()
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))  # beside the axes: the data stays visible
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
