@@ -85,9 +85,11 @@ def sample_ddim(denoiser: Denoiser, x, log_snrs, *, eta: float = 0.0, generators
     return x
 
 
-def sample_dpmpp_2m(denoiser: Denoiser, x, log_snrs, *, generators=None, callback=None):
-    """DPM-Solver++(2M) (Lu et al. 2022, Alg. 2), multistep second order in lambda = log_snr / 2:
-    x_s = (sigma_s / sigma_t) x_t - alpha_s expm1(-h) D, D = (1 + 1/2r) x0_t - (1/2r) x0_prev."""
+def _dpmpp_2m(denoiser: Denoiser, x, log_snrs, sde: bool, generators, callback):
+    """The multistep loop both DPM-Solver++(2M) forms share, in lambda = log_snr / 2, h = lambda_s - lambda_t:
+    D = x0_t + (x0_t - x0_prev) / 2r with r = h_prev / h (first order, D = x0_t, on the first and the last step);
+    ODE: x_s = (sigma_s / sigma_t) x_t - alpha_s expm1(-h) D;
+    SDE: x_s = (sigma_s / sigma_t) e^-h x_t + alpha_s (1 - e^-2h) D + sigma_s sqrt(1 - e^-2h) z (no noise last)."""
     n = len(log_snrs) - 1
     x0_prev, h_prev = None, None
     x0 = x
@@ -102,36 +104,27 @@ def sample_dpmpp_2m(denoiser: Denoiser, x, log_snrs, *, generators=None, callbac
         else:
             r = (h_prev / h).view(-1, 1, 1, 1)
             d = (1 + 1 / (2 * r)) * x0 - (1 / (2 * r)) * x0_prev
-        x = (s_s / s_t) * x - a_s * torch.expm1(-hv) * d
+        if sde:
+            c = -torch.expm1(-2 * hv)  # 1 - e^-2h
+            x = (s_s / s_t) * torch.exp(-hv) * x + a_s * c * d
+            if i < n - 1:
+                x = x + s_s * c.sqrt() * randn(x.shape, generators, x.device, x.dtype)
+        else:
+            x = (s_s / s_t) * x - a_s * torch.expm1(-hv) * d
         x0_prev, h_prev = x0, h
         _step_done(callback, i, n, x, x0)
     return x
+
+
+def sample_dpmpp_2m(denoiser: Denoiser, x, log_snrs, *, generators=None, callback=None):
+    """DPM-Solver++(2M) (Lu et al. 2022, Alg. 2), multistep second order, deterministic (see `_dpmpp_2m`)."""
+    return _dpmpp_2m(denoiser, x, log_snrs, False, generators, callback)
 
 
 def sample_dpmpp_2m_sde(denoiser: Denoiser, x, log_snrs, *, generators=None, callback=None):
-    """SDE-DPM-Solver++(2M) (Lu et al. 2022, DPM-Solver++ App.; the "sde-dpmsolver++" of their code), midpoint form:
-    x_s = (sigma_s / sigma_t) e^-h x_t + alpha_s (1 - e^-2h) (x0 + D1 / 2) + sigma_s sqrt(1 - e^-2h) z,
-    D1 = (x0 - x0_prev) / r. Its first-order form is exactly the ancestral step: a second-order ancestral sampler."""
-    n = len(log_snrs) - 1
-    x0_prev, h_prev = None, None
-    x0 = x
-    for i in range(n):
-        lt, ls = _levels(log_snrs, x, i)
-        x0 = denoiser(x, lt)
-        (_, s_t), (a_s, s_s) = alpha_sigma(lt), alpha_sigma(ls)
-        h = (ls - lt) / 2
-        s_t, a_s, s_s, hv = (v.view(-1, 1, 1, 1) for v in (s_t, a_s, s_s, h))
-        c = -torch.expm1(-2 * hv)  # 1 - e^-2h
-        d = x0
-        if x0_prev is not None and i < n - 1:
-            r = (h_prev / h).view(-1, 1, 1, 1)
-            d = x0 + (x0 - x0_prev) / (2 * r)
-        x = (s_s / s_t) * torch.exp(-hv) * x + a_s * c * d
-        if i < n - 1:
-            x = x + s_s * c.sqrt() * randn(x.shape, generators, x.device, x.dtype)
-        x0_prev, h_prev = x0, h
-        _step_done(callback, i, n, x, x0)
-    return x
+    """SDE-DPM-Solver++(2M) (Lu et al. 2022, DPM-Solver++ App.; the "sde-dpmsolver++" of their code), midpoint form
+    (see `_dpmpp_2m`). Its first-order form is exactly the ancestral step: a second-order ancestral sampler."""
+    return _dpmpp_2m(denoiser, x, log_snrs, True, generators, callback)
 
 
 def get_sampler(name: str):

@@ -185,6 +185,7 @@ def run(args) -> dict:
         "judge": {"method": "measured colours / positions / presence; CNN pattern, orientation, shape",
                   "real_accuracy": real_acc, "real_mean_accuracy": mean_of(real_acc),
                   "nets": nets.meta.get("heldout_accuracy")},
+        "checks": checks(real_verdicts),  # which attributes a verdict holds depends on the prompt, not the image
         "settings": []}
     say(f"eval: judge on procedural images of these prompts: mean {mean_of(real_acc)}")
 
@@ -197,7 +198,6 @@ def run(args) -> dict:
         images, tiled[setting] = land_images + mat_images, mat_images
         verdicts, feats = J.judge_batch(images, records, nets)
         acc = accuracy(verdicts)
-        results["checks"] = checks(verdicts)
         row = {"sampler": setting.sampler, "steps": setting.steps, "label": setting.label, "accuracy": acc,
                "base_accuracy": accuracy(J.judge_batch(land_bases + mat_bases, records, nets)[0]),
                "mean_accuracy": mean_of(acc), "mean_accuracy_se": mean_standard_error(acc, results["checks"]),

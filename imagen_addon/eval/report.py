@@ -67,7 +67,8 @@ def plot_accuracy(results: dict, path: Path) -> None:
     if results["judge"]["real_mean_accuracy"] is not None:
         ax.axhline(results["judge"]["real_mean_accuracy"], color="gray", linestyle=":", label="procedural images")
     steps = sorted({r["steps"] for r in results["settings"]})
-    ax.set(xscale="log", xticks=steps, xticklabels=[str(v) for v in steps], ylim=(max(0.0, math.floor(10 * lowest - 1) / 10), 1.02),
+    bottom = max(0.0, math.floor(10 * lowest - 1) / 10)  # a tenth below the lowest point, on a tenth
+    ax.set(xscale="log", xticks=steps, xticklabels=[str(v) for v in steps], ylim=(bottom, 1.02),
            xlabel="base-stage sampler steps", ylabel="attribute accuracy", title="Held-out prompt following")
     ax.minorticks_off()
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))  # beside the axes: the data stays visible
