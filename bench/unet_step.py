@@ -9,6 +9,11 @@ lowest, on the way down and up), the peer's base width chosen so that its parame
 (reported; within 10 %), 384-d precomputed text embeddings of
 length 16 for both. The training step is each library's own loss (ours `Stage.loss`, v-prediction, Min-SNR; the
 peer's `Imagen.forward`, v-prediction, Min-SNR), then backward and AdamW. Repetitions alternate ours, peer, ...
+
+Each side runs as its library does. Ours (`--ours trainer`, the default) as `imagen train` and `from_pretrained`
+run it: weights in channels_last, the trainer's fused AdamW (`make_optimizer`), denormals flushed to zero (set by the
+trainer for the run; the peer runs in its own process, untouched). `--ours plain` is session 1-3's protocol:
+NCHW, torch's default AdamW loop, no flush.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from _common import (add_side_by_side_args, autocast, conv_peak, count_flops, in
 
 from imagen_addon.core.stage import Stage, StageConfig  # noqa: E402
 from imagen_addon.core.unet import UNetConfig  # noqa: E402
+from imagen_addon.train.trainer import make_optimizer  # noqa: E402
 
 
 def our_config(size: int, base_channels: int = 48, res_blocks=(1, 2, 3)) -> UNetConfig:
@@ -46,10 +52,14 @@ def peer_spec(cfg: UNetConfig, params: int, text_len: int, timesteps: int = 1000
 
 
 class Ours:
-    def __init__(self, cfg: UNetConfig, device: str, dtype: str):
+    def __init__(self, cfg: UNetConfig, device: str, dtype: str, plain: bool = False):
         self.device, self.dtype = device, dtype
         self.stage = Stage(StageConfig(unet=cfg)).to(device)
-        self.opt = torch.optim.AdamW(self.stage.parameters(), lr=1e-4)
+        if plain:
+            self.opt = torch.optim.AdamW(self.stage.parameters(), lr=1e-4)
+        else:
+            self.stage.to(memory_format=torch.channels_last)
+            self.opt = make_optimizer(self.stage.parameters(), 1e-4, 0.01, device)
         self.params = sum(p.numel() for p in self.stage.parameters())
 
     def _inputs(self, batch: int, text_len: int):
@@ -111,15 +121,25 @@ def main(argv=None) -> dict:
     ap.add_argument("--sizes", type=int, nargs="+", default=[32])
     ap.add_argument("--batches", type=int, nargs="+", default=[16])
     ap.add_argument("--modes", nargs="+", default=["train", "forward"], choices=["train", "forward"])
+    ap.add_argument("--ours", choices=["trainer", "plain"], default="trainer",
+                    help="ours as the trainer runs it (channels_last, fused AdamW, flush denormals) or plain")
     add_side_by_side_args(ap, reps=5)
     args = ap.parse_args(argv)
+    torch.set_flush_denormal(args.ours == "trainer")  # process-wide, so switched off again at the end
+    try:
+        return run(args)
+    finally:
+        torch.set_flush_denormal(False)
+
+
+def run(args) -> dict:
     rows, work, raw = [], [], []
     with peer_session(args) as peer:
         peak = conv_peak(args.device)
         log(f"3x3 convolution peak of this machine: {peak / 1e9:.0f} GFLOP/s")
         for size in args.sizes:
             cfg = our_config(size, args.width)
-            ours = Ours(cfg, args.device, args.dtype)
+            ours = Ours(cfg, args.device, args.dtype, plain=args.ours == "plain")
             built = peer.call("build", **peer_spec(cfg, ours.params, args.text_len)) if peer else None
             if built:
                 log(f"{size}px: ours {ours.params / 1e6:.2f} M parameters, peer {built['params'] / 1e6:.2f} M "

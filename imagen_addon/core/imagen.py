@@ -121,7 +121,10 @@ class Imagen(nn.Module):
     # ---- sizes -----------------------------------------------------------------------------------------
     @property
     def size_multiple(self) -> int:
-        """Output sizes must be multiples of this, so every stage's U-Net can downsample its input exactly."""
+        """Output sizes must be multiples of this, so every stage's U-Net can downsample its input exactly. It is also
+        the cascade's shift symmetry: with circular padding (`tiling`), rolling every stage's noise by this many
+        output pixels rolls the generated image by as many (tested), so no column pair of a tiled image, the wrap
+        included, is drawn differently from the pairs at the same phase of this grid."""
         multiple, later_scale = 1, 1
         for stage in reversed(self.config.stages):
             need = later_scale * 2 ** (len(stage.unet.channel_mults) - 1)

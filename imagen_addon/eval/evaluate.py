@@ -141,6 +141,14 @@ def pooled_seam(images: list, axis: int, period: int = 1) -> float | None:
     return round(J.seam_ratio(images, axis, period), 3) if images else None
 
 
+def material_seams(images: list, period: int) -> dict:
+    """Seam ratios of tiled materials, left-right (x) and top-bottom (y): against every interior neighbour pair, and
+    against the pairs at the wrap's phase of the cascade's `period`-pixel grid only."""
+    return {"material_x": pooled_seam(images, 1), "material_y": pooled_seam(images, 0),
+            "material_x_same_phase": pooled_seam(images, 1, period),
+            "material_y_same_phase": pooled_seam(images, 0, period)}
+
+
 def fd_block(feats: np.ndarray, ref: np.ndarray, kinds: list[str]) -> dict[str, float | None]:
     """Fréchet distances of all images and of each kind (None with fewer than two images)."""
     from .classifier import frechet_distance  # noqa: PLC0415
@@ -191,6 +199,8 @@ def run(args) -> dict:
 
     gen = {"sr_steps": args.sr_steps, "guidance": args.guidance, "batch": args.batch}
     nl, tiled = len(land), {}
+    period = imagen.size_multiple  # the cascade's shift symmetry under circular padding (see seam_ratio)
+    results["seam_period"] = period
     for setting in settings:
         say(f"eval: {setting.label} ...")
         land_images, t_land, land_bases = generate(imagen, texts[:nl], seeds[:nl], setting, tiling="none", **gen)
@@ -203,13 +213,15 @@ def run(args) -> dict:
                "mean_accuracy": mean_of(acc), "mean_accuracy_se": mean_standard_error(acc, results["checks"]),
                "landscape_accuracy": mean_of(acc, J.LANDSCAPE_ATTRIBUTES),
                "material_accuracy": mean_of(acc, J.MATERIAL_ATTRIBUTES), "fd": fd_block(feats, real_feats, kinds),
-               "seam": {"material_x": pooled_seam(mat_images, 1), "material_y": pooled_seam(mat_images, 0)},
+               "seam": material_seams(mat_images, period),
                "seconds_per_image": round((t_land + t_mat) / len(records), 3)}
         row["base_mean_accuracy"] = mean_of(row["base_accuracy"])
         results["settings"].append(row)
         say(f"eval: {setting.label}: mean accuracy {row['mean_accuracy']}, FD {row['fd']['all']}, "
             f"{row['seconds_per_image']} s/image")
 
+    every = [image for images in tiled.values() for image in images]
+    results["seam_all_settings"] = dict(material_seams(every, period), count=len(every))
     extra = settings[-1] if args.extras_setting is None else parse_settings(args.extras_setting)[0]
     results["seams"] = seam_section(imagen, args, extra, land, mats, seeds, final, gen, say, tiled.get(extra))
     out = Path(args.out)
@@ -229,7 +241,7 @@ def seam_section(imagen, args, setting: Setting, land, mats, seeds, final: int, 
     were made already), with untiled generations of the same prompts as a control and procedural renders as a
     reference."""
     n = min(args.panoramas, len(land))
-    period = 2 ** (len(imagen.config.stages[-1].unet.channel_mults) - 1)  # the final U-Net's block grid
+    period = imagen.size_multiple
     out = {"setting": setting.label, "target": J.SEAM_LIMIT, "period": period}
     if n:
         say(f"eval: {n} panoramas ({2 * final}x{final}, tiling x and untiled control) ...")

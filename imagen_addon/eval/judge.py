@@ -269,7 +269,12 @@ def seam_ratio(images, axis: int = 1, period: int = 1) -> float:
     at full resolution; for a list of images, pooled (sums of both over the images). About 1 or below when the
     wrap is invisible, well above 1.5 for a visible seam. `period` > 1 compares the seam only with the interior
     neighbours at the same phase of a `period`-pixel grid (pairs (i, i + 1) with i + 1 a multiple of it, as the
-    wrap pair (n - 1, 0) is): a U-Net with k downsamplings draws a faint 2^k-pixel block pattern everywhere."""
+    wrap pair (n - 1, 0) is). With circular padding a cascade commutes with rolls by its `size_multiple` (every
+    stage's U-Net with rolls on its block grid), so the wrap pair is drawn exactly like those interior pairs: the
+    same-phase ratio pooled over many images tends to 1 whatever the model learned. The plain ratio also counts
+    where the model puts pattern edges relative to that grid: a checkerboard whose cell edges fall on the grid
+    lands them on the wrap as often as on any same-phase interior pair, and the wrap then looks like a seam.
+    """
     seam = interior = 0.0
     for image in images if isinstance(images, list) else [images]:
         a = np.moveaxis(to_array(image, None), axis, 0)

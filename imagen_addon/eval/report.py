@@ -88,20 +88,27 @@ def _row(cells) -> str:
     return "| " + " | ".join(str(c) for c in cells) + " |"
 
 
+def _seams(seam: dict) -> str:
+    text = f"{seam['material_x']} / {seam['material_y']}"
+    if seam.get("material_x_same_phase") is not None:
+        text += f" ({seam['material_x_same_phase']} / {seam['material_y_same_phase']})"
+    return text
+
+
 def table_markdown(results: dict) -> str:
     """The report as markdown: accuracy / FD / seams / speed per setting, the seam section, the judge."""
     cols = [k for k in LANDSCAPE_ATTRIBUTES + MATERIAL_ATTRIBUTES if any(k in r["accuracy"] for r in results["settings"])]
     n = results.get("checks", {})
     head = ["setting (base stage)", *(k.replace("_", " ") + (f" ({n[k]})" if k in n else "") for k in cols),
             "mean ± s.e.", "mean at base res", "FD",
-            "material seam x / y", "s / image"]
+            f"material seam x / y (same {results.get('seam_period', 1)}-px phase)", "s / image"]
     lines = [_row(head), "|" + "---|" * len(head)]
     for r in results["settings"]:
         se = r.get("mean_accuracy_se")
         mean = f"**{_pct(r['mean_accuracy'])}**" + ("" if se is None else f" ± {100 * se:.0f}")
         lines.append(_row([r["label"], *(_pct(r["accuracy"].get(k)) for k in cols), mean,
                            _pct(r["base_mean_accuracy"]), r["fd"]["all"],
-                           f"{r['seam']['material_x']} / {r['seam']['material_y']}",
+                           _seams(r["seam"]),
                            r["seconds_per_image"]]))
     judge, c = results["judge"], results["counts"]
     lines += [_row(["procedural images (judge check)", *(_pct(judge["real_accuracy"].get(k)) for k in cols),
@@ -112,7 +119,8 @@ def table_markdown(results: dict) -> str:
               f"DPM-Solver++ with {results['sr']['steps']} steps. 'Mean at base res': the same judge on the base "
               "stage's output. FD: Fréchet distance between judge-net features of the generated images and of "
               "procedural renders of the same prompts (lower is better). Seam: mean |last - first| over mean "
-              "|interior neighbour| difference, pooled over the tiled materials (target <= 1.5). In brackets: "
+              "|interior neighbour| difference, pooled over the tiled materials (target <= 1.5); in brackets against the "
+              "interior neighbours at the wrap's phase of the cascade's shift grid only (see below). In brackets: "
               "how many images score each attribute. Mean: the unweighted mean over attributes; ± one standard "
               "error from those counts, so an attribute scored on 2 images weighs as much as one scored on 48 and "
               "makes the mean that much less certain."]
@@ -130,9 +138,17 @@ def table_markdown(results: dict) -> str:
             lines.append(_row([f"{m['count']} materials, x / y", f"{tiled['x']} / {tiled['y']}",
                                f"{tiled.get('x_same_phase')} / {tiled.get('y_same_phase')}",
                                f"{m['x']} / {m['y']}", f"{ref['x']} / {ref['y']}"]))
-        lines += ["", "'Same phase': the seam set against interior neighbours at the same position of the final "
-                  "U-Net's block grid only (the wrap pair is a block boundary, where every generated image is a "
-                  "little less smooth)."]
+        every = results.get("seam_all_settings")
+        if every:
+            lines += ["", f"All {every['count']} tiled materials of every setting, pooled: x / y "
+                      f"{every['material_x']} / {every['material_y']}, same phase "
+                      f"{every['material_x_same_phase']} / {every['material_y_same_phase']}."]
+        lines += ["", f"'Same phase': the seam set against the interior neighbours at the wrap's phase of a "
+                  f"{s.get('period', 1)}-px grid only. With circular padding the cascade commutes with rolls by "
+                  "that many pixels (tested), so the wrap pair is drawn exactly like those pairs, and this ratio "
+                  "tends to 1 over many images. The plain ratio also counts where pattern edges fall on that grid: "
+                  "the procedural data puts the tile edge mid-cell, a shift-symmetric generator puts a "
+                  "checkerboard's cell edges on the wrap as often as on any same-phase interior pair."]
     nets = ", ".join(f"{k} {_pct(v, 1)}" for k, v in (judge.get("nets") or {}).items()
                      if k in ("pattern", "orientation", "shape"))
     lines += ["", "Judge: sky, ground, sun / moon, object colour and position, material colours and seams are "

@@ -92,6 +92,25 @@ class _StopOnSignal:
             signal.signal(sig, handler)
 
 
+def make_optimizer(params, lr: float, weight_decay: float, device) -> torch.optim.AdamW:
+    """AdamW with Imagen's betas (App. F), fused into one kernel per step where torch has one for the device (CPU
+    and CUDA; else torch's default). Fused: 1.04x per training step on 2 CPU cores (BENCHMARKS.md, session 4)."""
+    fused = torch.device(device).type in ("cpu", "cuda")
+    return torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.99), weight_decay=weight_decay, fused=fused)
+
+
+def match_state_layout(optimizer: torch.optim.Optimizer) -> None:
+    """Give every per-parameter optimizer state tensor its parameter's memory layout. A checkpoint written by a run
+    whose weights were in another layout (NCHW before channels_last) loads with the old strides, and fused kernels
+    walk all the tensors of a parameter in one memory order."""
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            state = optimizer.state.get(p, {})
+            for key, value in state.items():
+                if torch.is_tensor(value) and value.shape == p.shape and value.stride() != p.stride():
+                    state[key] = torch.empty_like(p, dtype=value.dtype).copy_(value)
+
+
 def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
     with torch.no_grad():
         for e, p in zip(ema.parameters(), model.parameters()):
@@ -134,14 +153,17 @@ def _train(cfg: TrainConfig, resume: bool, imagen: Imagen | None, progress: bool
         torch.manual_seed(cfg.seed)  # the initial weights are part of the run's recipe
         imagen = Imagen.from_pretrained(cfg.init_from) if cfg.init_from else Imagen(cfg.imagen_config)
     imagen.train(True)
+    # channels_last: oneDNN / cuDNN convolutions run without layout reorders (1.05x per CPU training step,
+    # BENCHMARKS.md); saved weights are contiguous whatever the layout in memory.
+    imagen.to(memory_format=torch.channels_last)
     ema_imagen = copy.deepcopy(imagen).eval().requires_grad_(False)
     encoder = imagen.text_encoder
     plan = stage_plan(cfg)
     ids = cfg.stage_ids
     stages = {k: imagen.stages[k] for k in ids}
     ema = {k: ema_imagen.stages[k] for k in ids}
-    optimizers = {k: torch.optim.AdamW(stages[k].parameters(), lr=cfg.lr, betas=(0.9, 0.99),
-                                       weight_decay=cfg.weight_decay) for k in ids}
+    optimizers = {k: make_optimizer(stages[k].parameters(), cfg.lr, cfg.weight_decay, accelerator.device)
+                  for k in ids}
     schedulers = {k: torch.optim.lr_scheduler.LambdaLR(
         optimizers[k], lambda n: min(1.0, (n + 1) / max(1, cfg.warmup_steps))) for k in ids}
 
@@ -149,6 +171,8 @@ def _train(cfg: TrainConfig, resume: bool, imagen: Imagen | None, progress: bool
     latest = ck.latest_checkpoint(run_dir) if resume else None
     if latest is not None:
         start = ck.load_checkpoint(latest, stages, ema, optimizers, schedulers)
+        for optimizer in optimizers.values():
+            match_state_layout(optimizer)
         accelerator.print(f"resumed from {latest} at step {start}")
     losses = {k: accelerator.prepare(StageLoss(stages[k])) for k in ids}
     if cfg.compile:  # compiles the step's forward (and its backward); weights and checkpoints are unchanged

@@ -53,7 +53,11 @@ def test_count_flops_of_a_convolution():
 
 def test_peer_spec_mirrors_our_layout():
     cfg = unet_step.our_config(32)
-    assert sum(p.numel() for p in unet_step.Ours(cfg, "cpu", "fp32").stage.parameters()) == 7_218_579
+    ours, plain = unet_step.Ours(cfg, "cpu", "fp32"), unet_step.Ours(cfg, "cpu", "fp32", plain=True)
+    assert sum(p.numel() for p in ours.stage.parameters()) == 7_218_579
+    conv = next(p for p in ours.stage.parameters() if p.dim() == 4 and p.shape[1] > 1 and p.shape[-1] == 3)
+    assert conv.is_contiguous(memory_format=torch.channels_last) and ours.opt.defaults["fused"]  # as the trainer
+    assert not plain.opt.defaults["fused"]
     assert cfg.cross_attn_resolutions == (16, 8) and cfg.self_attn and cfg.channel_mults == (1, 2, 4)
     spec = unet_step.peer_spec(cfg, 1000, 16)
     assert spec["levels"] == 3 and spec["res_blocks"] == [1, 2, 3] and spec["text_len"] == 16

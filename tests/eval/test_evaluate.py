@@ -75,12 +75,14 @@ def test_eval_runs_end_to_end_with_the_tiny_model(tiny_model_dir, tmp_path):
     assert all(0 <= v <= 1 for v in row["accuracy"].values())
     assert row["fd"]["all"] is not None and row["fd"]["all"] >= 0
     assert results["checks"]["sky"] == 3 and 0 < row["mean_accuracy_se"] < 0.5
-    assert row["seam"]["material_x"] is not None
+    assert row["seam"]["material_x"] is not None and row["seam"]["material_y_same_phase"] is not None
+    assert results["seam_period"] == 4 and results["seam_all_settings"]["count"] == 2  # tiny cascade: 16 -> 32 px
     assert results["sr"] == {"sampler": "dpmpp", "steps": 1, "note": "every setting's SR stages use this"}
     assert results["judge"]["real_mean_accuracy"] >= 0.9
     assert set(results["seams"]["panorama"]) == {"tiled", "tiled_same_phase", "untiled_control", "procedural",
                                                           "count"}
     table = (out / "table.md").read_text()
+    assert "same 4-px phase" in table and "All 2 tiled materials of every setting" in table
     assert "DPM-Solver++ 2" in table and "super-resolution stage runs DPM-Solver++ with 1 steps" in table
     for name in ("grid.png", "accuracy_vs_steps.png"):
         assert (out / name).stat().st_size > 1000

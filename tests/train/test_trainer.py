@@ -158,3 +158,74 @@ def test_sigterm_saves_a_checkpoint_and_resume_continues(flat_colours, tmp_path,
     latest = ck.latest_checkpoint(tmp_path / "run")
     assert latest is not None and "stopped by signal" in out
     assert int(latest.name.split("_")[1]) >= 5  # the first metrics line is written at step 5
+
+
+def _tiny_stage():
+    from imagen_addon.core.stage import Stage, StageConfig
+    from imagen_addon.core.unet import UNetConfig
+
+    torch.manual_seed(0)
+    stage = Stage(StageConfig(unet=UNetConfig(image_size=16, base_channels=16, channel_mults=(1, 2),
+                                              num_res_blocks=(1, 1), cross_attn_resolutions=(8,), head_dim=8,
+                                              groups=4, text_dim=12)))
+    with torch.no_grad():  # zero-initialised output layers would leave most gradients zero
+        for p in stage.parameters():
+            p.normal_(0, 0.1)
+    return stage
+
+
+def _grads(stage, seed: int) -> None:
+    g = torch.Generator().manual_seed(1)
+    x, text = torch.rand(4, 3, 16, 16, generator=g) * 2 - 1, torch.randn(4, 5, 12, generator=g)
+    torch.manual_seed(seed)
+    stage.loss(x, text, torch.ones(4, 5, dtype=torch.bool)).backward()
+
+
+def _adam_steps(params: list, optimizer, n: int, start: int = 0) -> None:
+    """n AdamW steps on the same pseudo-random gradients for any layout (Adam divides by |g|: where a gradient is
+    ~0, float noise from another convolution order would flip whole steps, so the update is checked on its own)."""
+    for i in range(start, start + n):
+        g = torch.Generator().manual_seed(i)
+        for p in params:
+            p.grad = torch.empty_like(p).copy_(torch.randn(p.shape, generator=g))
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+
+def test_trainer_fast_paths_change_the_speed_not_the_maths():
+    """channels_last weights give the plain gradients; fused AdamW on them is the plain AdamW update; a checkpoint
+    written in one layout resumes in the other (optimizer state re-laid out like its parameter)."""
+    import copy
+
+    from imagen_addon.train.trainer import make_optimizer, match_state_layout
+
+    plain = _tiny_stage()
+    fast = copy.deepcopy(plain).to(memory_format=torch.channels_last)
+    _grads(plain, 0)
+    _grads(fast, 0)
+    for a, b in zip(plain.parameters(), fast.parameters()):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-6)
+
+    def adamw(params):
+        return torch.optim.AdamW(params, lr=1e-3, betas=(0.9, 0.99), weight_decay=0.01, foreach=False)
+
+    plain_params, fast_params = list(plain.parameters()), list(fast.parameters())
+    opt_plain, opt_fast = adamw(plain_params), make_optimizer(fast_params, 1e-3, 0.01, "cpu")
+    assert opt_fast.defaults["fused"]
+    _adam_steps(plain_params, opt_plain, 3)
+    _adam_steps(fast_params, opt_fast, 3)
+    for a, b in zip(plain_params, fast_params):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+    resumed = copy.deepcopy(plain).to(memory_format=torch.channels_last)
+    resumed_params = list(resumed.parameters())
+    opt_resumed = make_optimizer(resumed_params, 1e-3, 0.01, "cpu")
+    opt_resumed.load_state_dict(copy.deepcopy(opt_plain.state_dict()))  # NCHW state, channels_last weights
+    conv = next(p for p in resumed_params if p.dim() == 4 and p.shape[1] > 1)
+    assert opt_resumed.state[conv]["exp_avg"].stride() != conv.stride()
+    match_state_layout(opt_resumed)
+    assert opt_resumed.state[conv]["exp_avg"].stride() == conv.stride()
+    _adam_steps(plain_params, opt_plain, 2, start=3)
+    _adam_steps(resumed_params, opt_resumed, 2, start=3)
+    for a, b in zip(plain_params, resumed_params):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
