@@ -104,3 +104,26 @@ def test_inpaint_keeps_known_region():
     mask[..., :2] = 1
     out = inpaint(lambda x, l: torch.full_like(x, -1.0), known, mask)(torch.zeros(1, 1, 4, 4), torch.zeros(1))
     assert (out[..., :2] == -1).all() and (out[..., 2:] == 0.5).all()
+
+
+def test_every_sampler_list_names_the_core_samplers():
+    """The CLI, the runtime's request schema, the add-on (no torch there) and the eval restate the sampler names;
+    they must list exactly the ones `get_sampler` knows."""
+    import typing
+
+    from imagen_addon import cli
+    from imagen_addon.blender import logic
+    from imagen_addon.core.samplers import SAMPLERS, get_sampler
+    from imagen_addon.eval.evaluate import SAMPLER_NAMES
+    from imagen_addon.runtime.schemas import Sampler
+
+    for name in SAMPLERS:
+        assert callable(get_sampler(name))
+    parser = cli.build_parser()
+    for name in SAMPLERS:
+        assert parser.parse_args(["generate", "a red cube", "--sampler", name]).sampler == name
+    with pytest.raises(SystemExit):
+        parser.parse_args(["generate", "a red cube", "--sampler", "euler"])
+    assert typing.get_args(Sampler) == SAMPLERS
+    assert sorted(s[0] for s in logic.SAMPLERS) == sorted(SAMPLERS)  # the add-on's menu order is its own
+    assert tuple(SAMPLER_NAMES) == SAMPLERS
