@@ -15,6 +15,8 @@ run() {  # name, then the script and its arguments
 }
 run unet32 bench/unet_step.py --sizes 32 --batches 16 32 --reps 5
 run unet64 bench/unet_step.py --sizes 64 --batches 16 32 --reps 3
+run levers32 bench/train_levers.py --size 32 --batch 16 --reps 6
+run levers64 bench/train_levers.py --size 64 --batch 16 --reps 4
 run guided bench/guided_sampling.py --sizes 32 --steps 50 --reps 3
 run end_to_end bench/end_to_end.py --threads 2 --cases default dpmpp:10 ddim:50 ancestral:250 --reps 3
 run end_to_end_1t bench/end_to_end.py --threads 1 --cases default --reps 3 --no-rss

@@ -112,3 +112,12 @@ def test_fast_paths_run_on_tiny_model(tiny_imagen):
     rows = list(fast_paths.cases(tiny_imagen, only, reps=1))
     assert {r[0].split(" ")[0] for r in rows} >= {"F.scaled_dot_product_attention", "torch.inference_mode"}
     assert all(len(r[2]) == len(r[3]) == 1 for r in rows)
+
+
+def test_train_levers_ours_only(tmp_path, capsys):
+    import train_levers
+
+    result = train_levers.main(["--size", "16", "--batch", "2", "--width", "16", "--reps", "1", "--threads", "1",
+                                "--json", str(tmp_path / "levers.json")])
+    assert set(result["results"]) == set(train_levers.VARIANTS) and all(result["results"].values())
+    assert "| both (the trainer) |" in capsys.readouterr().out
