@@ -119,11 +119,11 @@ def table_markdown(results: dict) -> str:
               f"DPM-Solver++ with {results['sr']['steps']} steps. 'Mean at base res': the same judge on the base "
               "stage's output. FD: Fréchet distance between judge-net features of the generated images and of "
               "procedural renders of the same prompts (lower is better). Seam: mean |last - first| over mean "
-              "|interior neighbour| difference, pooled over the tiled materials (target <= 1.5), then (in parentheses) "
-              "against the interior neighbours at the wrap's phase of the cascade's shift grid only (see below). "
-              "Column headers, in brackets: how many images score each attribute. Mean: the unweighted mean over attributes; ± one standard "
-              "error from those counts, so an attribute scored on 2 images weighs as much as one scored on 48 and "
-              "makes the mean that much less certain."]
+              "|interior neighbour| difference, pooled over the tiled materials (target <= 1.5), then (in "
+              "parentheses) against the interior neighbours at the wrap's phase of the cascade's shift grid only "
+              "(see below). Column headers, in brackets: how many images score each attribute. Mean: the "
+              "unweighted mean over attributes; ± one standard error from those counts, so an attribute scored on "
+              "2 images weighs as much as one scored on 48 and makes the mean that much less certain."]
     s = results.get("seams", {})
     if "panorama" in s or "material_untiled_control" in s:
         lines += ["", f"Seams ({s['setting']}; target <= {s['target']}):", "",
