@@ -11,9 +11,7 @@ both = what `imagen train` runs. Repetitions alternate the variants; speed-up = 
 from __future__ import annotations
 
 import argparse
-import copy
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -22,35 +20,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from _common import log, machine_line, markdown_table, setup_torch, stats, write_json  # noqa: E402
-from unet_step import our_config  # noqa: E402
-
-from imagen_addon.core.stage import Stage, StageConfig  # noqa: E402
-from imagen_addon.train.trainer import make_optimizer  # noqa: E402
+from unet_step import Ours, our_config  # noqa: E402
 
 VARIANTS = {"plain": (False, False), "fused AdamW": (True, False), "channels_last": (False, True),
             "both (the trainer)": (True, True)}
-
-
-def make_step(stage: Stage, fused: bool, channels_last: bool, batch: int):
-    stage = copy.deepcopy(stage)
-    if channels_last:
-        stage.to(memory_format=torch.channels_last)
-    if fused:
-        opt = make_optimizer(stage.parameters(), 1e-4, 0.01, "cpu")
-    else:
-        opt = torch.optim.AdamW(stage.parameters(), 1e-4, weight_decay=0.01)  # torch's default: a loop on CPU
-    s, g = stage.cfg.image_size, torch.Generator().manual_seed(1)
-    x = torch.rand(batch, 3, s, s, generator=g) * 2 - 1
-    text, mask = torch.randn(batch, 16, stage.cfg.unet.text_dim, generator=g), torch.ones(batch, 16, dtype=torch.bool)
-
-    def step() -> float:
-        t = time.perf_counter()
-        stage.loss(x, text, mask).backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        return time.perf_counter() - t
-
-    return step
 
 
 def main(argv=None) -> dict:
@@ -63,9 +36,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--json")
     args = ap.parse_args(argv)
     setup_torch(args.threads, "cpu")
-    torch.manual_seed(0)
-    stage = Stage(StageConfig(unet=our_config(args.size, args.width))).train()
-    steps = {name: make_step(stage, *flags, args.batch) for name, flags in VARIANTS.items()}
+    cfg = our_config(args.size, args.width)
+    steps = {name: Ours(cfg, "cpu", "fp32", fused=fused, channels_last=cl).train(args.batch, 16)
+             for name, (fused, cl) in VARIANTS.items()}
     torch.set_flush_denormal(True)  # as the trainer; process-wide, so switched off again at the end
     try:
         for step in steps.values():

@@ -52,14 +52,17 @@ def peer_spec(cfg: UNetConfig, params: int, text_len: int, timesteps: int = 1000
 
 
 class Ours:
-    def __init__(self, cfg: UNetConfig, device: str, dtype: str, plain: bool = False):
+    """Our stage and optimizer; by default as the trainer runs them (fused AdamW, channels_last weights)."""
+
+    def __init__(self, cfg: UNetConfig, device: str, dtype: str, fused: bool = True, channels_last: bool = True):
         self.device, self.dtype = device, dtype
         self.stage = Stage(StageConfig(unet=cfg)).to(device)
-        if plain:
-            self.opt = torch.optim.AdamW(self.stage.parameters(), lr=1e-4)
-        else:
+        if channels_last:
             self.stage.to(memory_format=torch.channels_last)
+        if fused:
             self.opt = make_optimizer(self.stage.parameters(), 1e-4, 0.01, device)
+        else:  # torch's default AdamW: a per-tensor loop on CPU
+            self.opt = torch.optim.AdamW(self.stage.parameters(), 1e-4, weight_decay=0.01)
         self.params = sum(p.numel() for p in self.stage.parameters())
 
     def _inputs(self, batch: int, text_len: int):
@@ -139,7 +142,8 @@ def run(args) -> dict:
         log(f"3x3 convolution peak of this machine: {peak / 1e9:.0f} GFLOP/s")
         for size in args.sizes:
             cfg = our_config(size, args.width)
-            ours = Ours(cfg, args.device, args.dtype, plain=args.ours == "plain")
+            trainer = args.ours == "trainer"
+            ours = Ours(cfg, args.device, args.dtype, fused=trainer, channels_last=trainer)
             built = peer.call("build", **peer_spec(cfg, ours.params, args.text_len)) if peer else None
             if built:
                 log(f"{size}px: ours {ours.params / 1e6:.2f} M parameters, peer {built['params'] / 1e6:.2f} M "

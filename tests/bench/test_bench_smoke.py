@@ -53,7 +53,7 @@ def test_count_flops_of_a_convolution():
 
 def test_peer_spec_mirrors_our_layout():
     cfg = unet_step.our_config(32)
-    ours, plain = unet_step.Ours(cfg, "cpu", "fp32"), unet_step.Ours(cfg, "cpu", "fp32", plain=True)
+    ours, plain = unet_step.Ours(cfg, "cpu", "fp32"), unet_step.Ours(cfg, "cpu", "fp32", fused=False)
     assert sum(p.numel() for p in ours.stage.parameters()) == 7_218_579
     conv = next(p for p in ours.stage.parameters() if p.dim() == 4 and p.shape[1] > 1 and p.shape[-1] == 3)
     assert conv.is_contiguous(memory_format=torch.channels_last) and ours.opt.defaults["fused"]  # as the trainer
