@@ -260,9 +260,7 @@ def seam_section(imagen, args, setting: Setting, land, mats, seeds, final: int, 
         tiled = tiled[:m] if tiled else generate(imagen, texts, mat_seeds, setting, tiling="xy", **gen)[0]
         plain = generate(imagen, texts, mat_seeds, setting, tiling="none", **gen)[0]
         ref = reference_images([a for a, _ in mats], final, args.seed)
-        out["material_tiled"] = {"x": pooled_seam(tiled, 1), "y": pooled_seam(tiled, 0), "count": m,
-                                 "x_same_phase": pooled_seam(tiled, 1, period),
-                                 "y_same_phase": pooled_seam(tiled, 0, period)}
+        out["material_tiled"] = dict(material_seams(tiled, period), count=m)
         out["material_untiled_control"] = {"x": pooled_seam(plain, 1), "y": pooled_seam(plain, 0), "count": m}
         out["material_procedural"] = {"x": pooled_seam(ref, 1), "y": pooled_seam(ref, 0), "count": len(ref)}
     return out

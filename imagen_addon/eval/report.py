@@ -135,8 +135,8 @@ def table_markdown(results: dict) -> str:
                                p["untiled_control"], p["procedural"]]))
         if "material_untiled_control" in s:
             m, ref, tiled = s["material_untiled_control"], s["material_procedural"], s["material_tiled"]
-            lines.append(_row([f"{m['count']} materials, x / y", f"{tiled['x']} / {tiled['y']}",
-                               f"{tiled.get('x_same_phase')} / {tiled.get('y_same_phase')}",
+            lines.append(_row([f"{m['count']} materials, x / y", f"{tiled['material_x']} / {tiled['material_y']}",
+                               f"{tiled['material_x_same_phase']} / {tiled['material_y_same_phase']}",
                                f"{m['x']} / {m['y']}", f"{ref['x']} / {ref['y']}"]))
         every = results.get("seam_all_settings")
         if every:
@@ -146,9 +146,10 @@ def table_markdown(results: dict) -> str:
         lines += ["", f"'Same phase': the seam set against the interior neighbours at the wrap's phase of a "
                   f"{s.get('period', 1)}-px grid only. With circular padding the cascade commutes with rolls by "
                   "that many pixels (tested), so the wrap pair is drawn exactly like those pairs, and this ratio "
-                  "tends to 1 over many images. The plain ratio also counts where pattern edges fall on that grid: "
-                  "the procedural data puts the tile edge mid-cell, a shift-symmetric generator puts a "
-                  "checkerboard's cell edges on the wrap as often as on any same-phase interior pair."]
+                  "tends to 1 over many images. The plain ratio also depends on where pattern edges fall: a pattern "
+                  "with edges on that grid gets them on the wrap as often as on any same-phase interior pair. The "
+                  "procedural data keeps its grid lines half a grid step off it (`edge_offset`), so a model that "
+                  "learned the data keeps them off the wrap."]
     nets = ", ".join(f"{k} {_pct(v, 1)}" for k, v in (judge.get("nets") or {}).items()
                      if k in ("pattern", "orientation", "shape"))
     lines += ["", "Judge: sky, ground, sun / moon, object colour and position, material colours and seams are "

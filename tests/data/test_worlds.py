@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from imagen_addon.data import vocab, worlds
+from imagen_addon.eval.judge import seam_ratio
 from imagen_addon.data.worlds_landscape import (LandscapeLayout, Placement, cloud_alpha, landscape_layout,
                                                 object_layers)
 
@@ -50,16 +51,6 @@ def nearest_palette(pixels: np.ndarray, palette: dict) -> np.ndarray:
 def top_colours(img: np.ndarray, palette: dict, k: int) -> list[str]:
     counts = np.bincount(nearest_palette(img, palette), minlength=len(palette))
     return [list(palette)[i] for i in np.argsort(-counts, kind="stable")[:k]]
-
-
-def seam_ratio(images: list[np.ndarray], axis: int) -> float:
-    """Mean |last - first| across the seam over the mean difference of interior neighbours, pooled over images."""
-    seam = interior = 0.0
-    for img in images:
-        a = np.moveaxis(img.astype(np.float32), axis, 0)
-        seam += np.abs(a[-1] - a[0]).mean()
-        interior += np.abs(np.diff(a, axis=0)).mean()
-    return seam / interior
 
 
 def hashes(folder) -> dict:
@@ -283,6 +274,22 @@ def test_materials_tile_on_both_axes(pattern):
         images.append(worlds.render_material(attrs, 64 if i % 2 else 48, rng))
     assert seam_ratio(images, axis=1) <= 1.5
     assert seam_ratio(images, axis=0) <= 1.5
+
+
+@pytest.mark.parametrize("pattern", ["bricks", "checkerboard", "tiles"])
+def test_grid_lines_keep_off_the_lattice_of_eighths(pattern):
+    """A tiled cascade commutes with rolls by 1/8 of a 128-px tile, so it cannot tell the tile edge from the other
+    lines of that lattice; the data keeps pattern edges off it (`edge_offset`), so none belongs on the wrap."""
+    images = []
+    for i in range(16):
+        rng = np.random.default_rng([pattern.encode()[1], i])
+        attrs = vocab.sample_attributes(rng, "material", exclude=lambda a: a["pattern"] != pattern)
+        images.append(worlds.render_material(attrs, 128, rng))
+    a = np.stack(images).astype(np.float32)
+    for axis in (1, 2):
+        steps = np.abs(a - np.roll(a, -1, axis)).mean(axis=tuple(d for d in range(4) if d != axis))
+        on_lattice = steps[15::16]  # pairs (i, i + 1) with i + 1 a multiple of 16, the wrap (127, 0) among them
+        assert on_lattice.mean() < 0.6 * steps.mean(), (axis, on_lattice.mean(), steps.mean())
 
 
 # ---------------------------------------------------------------- captions and CLI

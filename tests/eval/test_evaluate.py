@@ -81,6 +81,7 @@ def test_eval_runs_end_to_end_with_the_tiny_model(tiny_model_dir, tmp_path):
     assert results["judge"]["real_mean_accuracy"] >= 0.9
     assert set(results["seams"]["panorama"]) == {"tiled", "tiled_same_phase", "untiled_control", "procedural",
                                                           "count"}
+    assert set(results["seams"]["material_tiled"]) == set(row["seam"]) | {"count"}
     table = (out / "table.md").read_text()
     assert "same 4-px phase" in table and "All 2 tiled materials of every setting" in table
     assert "DPM-Solver++ 2" in table and "super-resolution stage runs DPM-Solver++ with 1 steps" in table

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import httpx
 from PIL import Image
+from reliability_serve import load_runtime_fakes
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -53,13 +54,8 @@ def listening_addresses(port: int) -> list[str]:
 
 
 def wait_for(predicate, timeout: float = 60.0, interval: float = 0.02):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout} s")
+    """tests/runtime/conftest.py's `wait_for`, with the longer defaults of runs against a subprocess."""
+    return load_runtime_fakes().wait_for(predicate, timeout, interval)
 
 
 class Runtime:
