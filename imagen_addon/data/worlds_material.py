@@ -80,7 +80,7 @@ def edge_offset(s: int, cell: float) -> float:
 
 def _checkerboard(s, colors, rng, attrs):
     cell = s // _pick(rng, [n for n in (2, 4, 8) if s // n >= 2])
-    idx = (np.arange(s) - int(edge_offset(s, cell))) // cell  # an even number of squares per tile keeps the parity periodic
+    idx = (np.arange(s) - int(edge_offset(s, cell))) // cell  # an even count per tile keeps the parity periodic
     alpha = ((idx[:, None] + idx[None, :]) % 2 == 0).astype(np.float32)
     return mix(alpha, colors[0], colors[1]) * _grain(s, rng, 0.04)
 

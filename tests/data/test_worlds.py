@@ -11,9 +11,9 @@ import pytest
 from PIL import Image
 
 from imagen_addon.data import vocab, worlds
-from imagen_addon.eval.judge import seam_ratio
 from imagen_addon.data.worlds_landscape import (LandscapeLayout, Placement, cloud_alpha, landscape_layout,
                                                 object_layers)
+from imagen_addon.eval.judge import seam_ratio
 
 # The spec's caption table, copied by hand (not from `vocab`) so that a synonym added there fails here.
 SPEC_PHRASES = """
