@@ -83,15 +83,25 @@ def count_flops(fn) -> float:
     return float(counter.get_total_flops())
 
 
-def conv_peak(device: str = "cpu", reps: int = 30) -> float:
-    """Measured FLOP/s of one large 3x3 convolution (16 x 96 x 32 x 32, 96 -> 96 channels, fp32): the reference
-    for how close a U-Net step comes to what this machine's convolution kernels can do at all."""
+def conv_peak(device: str = "cpu", reps: int = 30, dtype: str = "fp32") -> float:
+    """Measured FLOP/s of one large 3x3 convolution (16 x 96 x 32 x 32, 96 -> 96 channels) in `dtype` (autocast, as
+    the networks run), the faster of NCHW and channels_last: the reference for how close a U-Net step comes to what
+    this machine's convolution kernels can do at all."""
     import torch.nn.functional as F  # noqa: PLC0415
 
-    x, w = torch.randn(16, 96, 32, 32, device=device), torch.randn(96, 96, 3, 3, device=device)
-    for _ in range(10):
-        F.conv2d(x, w, padding=1)
-    best = min(timed(lambda: F.conv2d(x, w, padding=1), device) for _ in range(reps))
+    w = torch.randn(96, 96, 3, 3, device=device)
+    best = float("inf")
+    for layout in (torch.contiguous_format, torch.channels_last):
+        x = torch.randn(16, 96, 32, 32, device=device).to(memory_format=layout)
+        wl = w.to(memory_format=layout)
+
+        def conv():
+            with autocast(device, dtype):
+                F.conv2d(x, wl, padding=1)
+
+        for _ in range(10):
+            conv()
+        best = min(best, *(timed(conv, device) for _ in range(reps)))
     return 2 * 16 * 32 * 32 * 96 * 96 * 9 / best
 
 

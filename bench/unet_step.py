@@ -138,7 +138,7 @@ def main(argv=None) -> dict:
 def run(args) -> dict:
     rows, work, raw = [], [], []
     with peer_session(args) as peer:
-        peak = conv_peak(args.device)
+        peak = conv_peak(args.device, dtype=args.dtype)
         log(f"3x3 convolution peak of this machine: {peak / 1e9:.0f} GFLOP/s")
         for size in args.sizes:
             cfg = our_config(size, args.width)

@@ -229,3 +229,41 @@ def test_trainer_fast_paths_change_the_speed_not_the_maths():
     _adam_steps(resumed_params, opt_resumed, 2, start=3)
     for a, b in zip(plain_params, resumed_params):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_precision_choices(monkeypatch):
+    """auto: bf16 autocast on a GPU, fp32 on any CPU; explicit choices pass through, fp16 on a CPU is a clear
+    error, bf16 on a CPU without native bf16 a warning (and none on a CPU with it)."""
+    import warnings
+
+    from imagen_addon.train import trainer
+
+    monkeypatch.setattr(trainer, "cpu_has_native_bf16", lambda: True)
+    assert trainer.resolve_precision("auto", cpu=True) == "no"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert trainer.resolve_precision("bf16", cpu=True) == "bf16"
+    monkeypatch.setattr(trainer, "cpu_has_native_bf16", lambda: False)
+    assert trainer.resolve_precision("auto", cpu=True) == "no"
+    assert trainer.resolve_precision("no", cpu=True) == "no"
+    assert trainer.resolve_precision("auto", cpu=False) == "bf16"
+    assert trainer.resolve_precision("fp16", cpu=False) == "fp16"
+    with pytest.warns(UserWarning, match="no native bf16"):
+        assert trainer.resolve_precision("bf16", cpu=True) == "bf16"
+    with pytest.raises(ValueError, match="fp16 needs a GPU"):
+        trainer.resolve_precision("fp16", cpu=True)
+
+
+@pytest.mark.skipif(not torch.ops.mkldnn._is_mkldnn_bf16_supported(), reason="this CPU has no native bf16")
+def test_bf16_training_on_cpu_follows_fp32(flat_colours, tmp_path, tiny_train_config):
+    """The same 20 steps in bf16 autocast and in fp32: the losses agree to bf16's precision and the weights stay
+    fp32 (autocast changes the arithmetic of the forward pass, not the parameters or the optimizer)."""
+    losses = {}
+    for precision in ("bf16", "no"):
+        run = tmp_path / precision
+        train(tiny_train_config(flat_colours, run, steps=[20], mixed_precision=precision), progress=False)
+        rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        losses[precision] = np.array([r["loss"] for r in rows])
+        assert all(t.dtype == torch.float32 for t in weights(run)["stage_0.safetensors"].values())
+    assert np.isfinite(losses["bf16"]).all()
+    np.testing.assert_allclose(losses["bf16"], losses["no"], rtol=0.1)
