@@ -127,9 +127,9 @@ def cpu_has_native_bf16() -> bool:
 
 def resolve_precision(requested: str, cpu: bool) -> str:
     """accelerate's `mixed_precision` for a run. "auto": bf16 autocast on a GPU, fp32 ("no") on a CPU, even one
-    with native bf16: there bf16 trains 1.36x more images per second but its loss fell behind fp32's (+4 % after
-    1,200 base-stage steps, growing; BENCHMARKS.md), so it is a choice, not the default. fp16 needs a GPU; bf16 on
-    a CPU without native bf16 runs, with a warning."""
+    with native bf16: there bf16 trains 1.16x-1.37x more images per second with a loss 2-4 % behind fp32's per step
+    (3,000 base-stage steps; BENCHMARKS.md), so it is a choice, not the default. fp16 needs a GPU; bf16 on a CPU
+    without native bf16 runs, with a warning."""
     if requested == "auto":
         return "no" if cpu else "bf16"
     if cpu and requested == "fp16":
