@@ -43,7 +43,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"                 # auto | cpu | cuda (accelerate launch sets the device per process)
     mixed_precision: str = "auto"        # auto = bf16 autocast on GPU, fp32 on CPU | no | bf16 | fp16 (GPU);
-                                         # bf16 on a CPU with native bf16: faster steps, slower loss (trainer.py)
+                                         # bf16 on a CPU with native bf16: faster, loss a little behind (trainer.py)
     threads: int = 0                     # torch CPU threads (0 = torch's default)
     compile: str = ""                    # torch.compile backend of the training step ("" = off; "inductor" for
                                          # long GPU runs; "eager" / "aot_eager" to debug): minutes of compiling first

@@ -12,7 +12,7 @@ from PIL import Image
 
 from imagen_addon.core.imagen import Imagen
 from imagen_addon.train import checkpoints as ck
-from imagen_addon.train.trainer import export_run, stage_plan, train
+from imagen_addon.train.trainer import cpu_has_native_bf16, export_run, stage_plan, train
 
 RED, BLUE = (200, 40, 40), (45, 85, 200)
 
@@ -254,7 +254,7 @@ def test_precision_choices(monkeypatch):
         trainer.resolve_precision("fp16", cpu=True)
 
 
-@pytest.mark.skipif(not torch.ops.mkldnn._is_mkldnn_bf16_supported(), reason="this CPU has no native bf16")
+@pytest.mark.skipif(not cpu_has_native_bf16(), reason="this CPU has no native bf16")
 def test_bf16_training_on_cpu_follows_fp32(flat_colours, tmp_path, tiny_train_config):
     """The same 20 steps in bf16 autocast and in fp32: the losses agree to bf16's precision and the weights stay
     fp32 (autocast changes the arithmetic of the forward pass, not the parameters or the optimizer)."""
