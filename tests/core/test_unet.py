@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from imagen_addon.core.unet import EfficientUNet, UNetConfig
+from imagen_addon.core.unet import EfficientUNet, NearestUpConv, UNetConfig
 
 
 def tiny(**kw):
@@ -68,6 +68,28 @@ def test_circular_padding_wraps(tiling, dims):
     assert torch.allclose(rolled, torch.roll(out, [shift] * len(dims), dims), atol=1e-4)
     zeros = net(torch.roll(x, [shift] * len(dims), dims), l, text, mask, tiling="none")
     assert not torch.allclose(zeros, torch.roll(out, [shift] * len(dims), dims), atol=1e-3)
+
+
+@pytest.mark.parametrize("tiling", ["none", "x", "xy"])
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_nearest_up_conv_equals_upsample_then_conv(tiling, layout):
+    """The sub-pixel form is the same function as nearest upsampling + 3x3 convolution, gradients included."""
+    up = NearestUpConv(6, 5)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        up[1].bias.normal_()
+    up[1].tiling = tiling
+    x = torch.randn(2, 6, 4, 6).to(memory_format=layout)
+    x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
+    out, ref = up(x1), up.reference(x2)
+    assert out.shape == (2, 5, 8, 12) and out.is_contiguous(memory_format=layout)
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+    grad = torch.randn_like(ref)
+    got = torch.autograd.grad(out, (x1, up[1].weight, up[1].bias), grad)
+    want = torch.autograd.grad(ref, (x2, up[1].weight, up[1].bias), grad)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, atol=1e-4, rtol=1e-4)
+    assert list(up.state_dict()) == ["1.weight", "1.bias"]  # the keys of the plain pair: checkpoints unchanged
 
 
 def test_config_validation():
