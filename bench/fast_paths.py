@@ -32,7 +32,8 @@ from _common import ROOT, log, machine_line, markdown_table, setup_torch, stats,
 from imagen_addon.core import unet as unet_mod  # noqa: E402
 from imagen_addon.core.imagen import Imagen, ImagenConfig  # noqa: E402
 
-PATHS = ("sdpa", "inference_mode", "padding", "channels_last", "bf16", "batched_guidance", "text_cache", "compile")
+PATHS = ("sdpa", "inference_mode", "padding", "channels_last", "upconv", "bf16", "batched_guidance", "text_cache",
+         "compile")
 
 
 def bundled_imagen() -> Imagen:
@@ -154,6 +155,20 @@ def cases(imagen: Imagen, only: set[str], reps: int):
                     stage_cl(**kw_cl)
             yield ("channels_last vs contiguous (NCHW)", where, *ab(timer(fwd_inf), timer(cl), reps),
                    "weights and input channels_last")
+
+        if "upconv" in only:
+            stage_cl = copy.deepcopy(stage).to(memory_format=torch.channels_last)  # as from_pretrained runs it
+            kw_cl = {n: (v.contiguous(memory_format=torch.channels_last) if v.ndim == 4 else v) for n, v in kw.items()}
+
+            def sub(stage_cl=stage_cl, kw_cl=kw_cl):
+                with infer():
+                    stage_cl(**kw_cl)
+
+            def plain(fn=sub):
+                with patched(unet_mod.NearestUpConv, "forward", unet_mod.NearestUpConv.reference):
+                    fn()
+            yield ("upsample + 3x3 conv as one sub-pixel 2x2 conv vs nearest upsample then conv", where,
+                   *ab(timer(plain), timer(sub), reps), "on = sub-pixel (current code); channels_last")
 
         if "bf16" in only:
             def bf16(fn=fwd_inf):

@@ -104,7 +104,9 @@ class NearestUpConv(nn.Sequential):
 
     # _TAPS[a, k, t]: 3x3 kernel row (or column) t feeds low-res offset k of phase a; offsets are (-1, 0) for
     # phase 0 and (0, +1) for phase 1, which is why the 2x2 convolution is padded by 1 and phase a starts at a.
-    _TAPS = ((1.0, 0.0, 0.0), (0.0, 1.0, 1.0)), ((1.0, 1.0, 0.0), (0.0, 0.0, 1.0))
+    # _SUMS[(t_row, t_col), (a, k, b, l)] = _TAPS[a, k, t_row] * _TAPS[b, l, t_col]: 3x3 taps to phase kernels.
+    _TAPS = torch.tensor([[[1.0, 0.0, 0.0], [0.0, 1.0, 1.0]], [[1.0, 1.0, 0.0], [0.0, 0.0, 1.0]]])
+    _SUMS = torch.einsum("aks,blt->stakbl", _TAPS, _TAPS).reshape(9, 16)
 
     def __init__(self, cin, cout):
         super().__init__(nn.Upsample(scale_factor=2, mode="nearest"), PadConv2d(cin, cout))
@@ -112,19 +114,30 @@ class NearestUpConv(nn.Sequential):
     def reference(self, x):
         return super().forward(x)
 
+    def phase_weight(self, channels_last: bool) -> torch.Tensor:
+        """[4 * cout, cin, 2, 2] kernels, output channel 4 * o + 2 * a + b for channel o of phase (a, b), in the
+        memory layout of the input (a mismatch costs oneDNN a weight reorder per call)."""
+        w = self[1].weight
+        cout, cin = w.shape[:2]
+        sums = self._SUMS.to(w.device, w.dtype)
+        phases = (w.reshape(cout * cin, 9) @ sums).view(cout, cin, 2, 2, 2, 2)   # o, i, a, k, b, l
+        if channels_last:
+            return phases.permute(0, 2, 4, 3, 5, 1).reshape(4 * cout, 2, 2, cin).permute(0, 3, 1, 2)
+        return phases.permute(0, 2, 4, 1, 3, 5).reshape(4 * cout, cin, 2, 2)
+
     def forward(self, x):
         conv = self[1]
         b, _, h, w = x.shape
         cout = conv.out_channels
-        taps = torch.tensor(self._TAPS, dtype=conv.weight.dtype, device=conv.weight.device)
-        weight = torch.einsum("aks,blt,oist->oabikl", taps, taps, conv.weight).reshape(4 * cout, -1, 2, 2)
+        channels_last = x.is_contiguous(memory_format=torch.channels_last)
+        weight = self.phase_weight(channels_last)
         if conv.tiling == "none":
             y = F.conv2d(x, weight, conv.bias.repeat_interleave(4), 1, 1)
         else:  # circular on the wrapped axes, zeros on the others, exactly as PadConv2d pads
             y = F.conv2d(F.pad(x, (1, 1, 0, 0) if conv.tiling == "x" else (1, 1, 1, 1), mode="circular"),
                          weight, conv.bias.repeat_interleave(4), 1, (1, 0) if conv.tiling == "x" else 0)
         y = y.unflatten(1, (cout, 2, 2))                                       # [B, C, a, b, h+1, w+1]
-        fmt = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
         out = torch.empty(b, cout, 2 * h, 2 * w, dtype=y.dtype, device=y.device, memory_format=fmt)
         for a in (0, 1):
             for c in (0, 1):
