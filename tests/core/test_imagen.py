@@ -179,3 +179,17 @@ def test_tiled_cascade_commutes_with_rolls_by_the_size_multiple(tiny_imagen, mon
     assert plain.std() > 5
     assert np.abs(output(m, tiling) - plain).max() <= 1  # uint8 rounding
     assert np.abs(output(m, "none") - output(0, "none")).max() > 3  # zero padding: the borders differ
+
+
+@pytest.mark.parametrize("tiling", ["none", "x"])
+def test_bundled_images_unchanged_by_the_sub_pixel_up_convolutions(monkeypatch, tiling):
+    """The U-Net computes 'upsample, then 3x3 conv' as one sub-pixel convolution; the bundled model's images are
+    those of the plain pair (to rounding), the 360-degree panorama's wrap-around included."""
+    from imagen_addon.core.unet import NearestUpConv
+
+    bundled = Imagen.from_pretrained()
+    kw = dict(seed=7, steps=4, size=(256, 128) if tiling == "x" else None, tiling=tiling)
+    [fast] = bundled.generate("a landscape with a red ball on green grass under a clear sky", **kw)
+    monkeypatch.setattr(NearestUpConv, "forward", NearestUpConv.reference)
+    [plain] = bundled.generate("a landscape with a red ball on green grass under a clear sky", **kw)
+    assert np.abs(arr(fast) - arr(plain)).max() <= 2
