@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -22,8 +23,10 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-PEER_PYTHON = ROOT / "build" / "peer-venv" / "bin" / "python"
-PEER_HF_HOME = ROOT / "build" / "peer-hf"
+# The peer's interpreter and offline Hugging Face cache: bench/peer_setup.sh makes both here; on a GPU machine
+# bench/gpu_device.sh points these variables at its own (the image's python3 with carried wheels).
+PEER_PYTHON = Path(os.environ.get("IMAGEN_BENCH_PEER_PYTHON", ROOT / "build" / "peer-venv" / "bin" / "python"))
+PEER_HF_HOME = Path(os.environ.get("IMAGEN_BENCH_PEER_HF_HOME", ROOT / "build" / "peer-hf"))
 TEXT_DIM = 384          # all-MiniLM-L6-v2, our default encoder; both sides get the same precomputed embeddings
 TEXT_LEN = 16
 
@@ -84,15 +87,17 @@ def count_flops(fn) -> float:
 
 
 def conv_peak(device: str = "cpu", reps: int = 30, dtype: str = "fp32") -> float:
-    """Measured FLOP/s of one large 3x3 convolution (16 x 96 x 32 x 32, 96 -> 96 channels) in `dtype` (autocast, as
-    the networks run), the faster of NCHW and channels_last: the reference for how close a U-Net step comes to what
-    this machine's convolution kernels can do at all."""
+    """Measured FLOP/s of one large 3x3 convolution in `dtype` (autocast, as the networks run), the faster of NCHW
+    and channels_last: the reference for how close a U-Net step comes to what this machine's convolution kernels
+    can do at all. 16 x 96 x 32 x 32, 96 -> 96 channels on a CPU; on a GPU, where that would time kernel launches,
+    64 x 256 x 64 x 64, 256 -> 256 (309 GFLOP per call)."""
     import torch.nn.functional as F  # noqa: PLC0415
 
-    w = torch.randn(96, 96, 3, 3, device=device)
+    b, c, s = (64, 256, 64) if device == "cuda" else (16, 96, 32)
+    w = torch.randn(c, c, 3, 3, device=device)
     best = float("inf")
     for layout in (torch.contiguous_format, torch.channels_last):
-        x = torch.randn(16, 96, 32, 32, device=device).to(memory_format=layout)
+        x = torch.randn(b, c, s, s, device=device).to(memory_format=layout)
         wl = w.to(memory_format=layout)
 
         def conv():
@@ -102,7 +107,7 @@ def conv_peak(device: str = "cpu", reps: int = 30, dtype: str = "fp32") -> float
         for _ in range(10):
             conv()
         best = min(best, *(timed(conv, device) for _ in range(reps)))
-    return 2 * 16 * 32 * 32 * 96 * 96 * 9 / best
+    return 2 * b * s * s * c * c * 9 / best
 
 
 # ---- statistics and tables ----------------------------------------------------------------------------------
@@ -159,10 +164,11 @@ class Peer:
     our side runs, so the two never compete for the cores."""
 
     def __init__(self, threads: int, device: str, dtype: str):
-        if not PEER_PYTHON.exists():
+        if not shutil.which(str(PEER_PYTHON)):
             raise SystemExit(f"{PEER_PYTHON} is missing: run `bash bench/peer_setup.sh` first (or pass --no-peer)")
         env = dict(os.environ, HF_HOME=str(PEER_HF_HOME), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
-                   PYTHONPATH=str(ROOT / "bench"), TQDM_DISABLE="1")
+                   PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT / "bench"), os.environ.get("PYTHONPATH")])),
+                   TQDM_DISABLE="1")
         self.proc = subprocess.Popen(
             [str(PEER_PYTHON), str(ROOT / "bench" / "_peer_worker.py"), "--threads", str(threads),
              "--device", device, "--dtype", dtype],
