@@ -99,8 +99,9 @@ class NearestUpConv(nn.Sequential):
     Every output pixel (2i+a, 2j+b) of conv(upsample(x)) sees only 2x2 distinct input pixels, so the pair equals one
     2x2 convolution at the low resolution with 4x the output channels, one group per phase (a, b), whose kernels
     sum the 3x3 taps that land on the same input pixel (sub-pixel convolution: Shi et al. 2016; the equivalence with
-    resize-convolution: Aitken et al. 2017). That is 16 multiply-adds per output pixel and channel pair instead of
-    36. The children and so the parameters and checkpoints are those of the plain pair; `reference` runs it."""
+    resize-convolution: Aitken et al. 2017). That is 4 multiply-adds per output pixel and channel pair instead of 9
+    (over one extra low-res row and column). The children and so the parameters and checkpoints are those of the
+    plain pair; `reference` runs it."""
 
     # _TAPS[a, k, t]: 3x3 kernel row (or column) t feeds low-res offset k of phase a; offsets are (-1, 0) for
     # phase 0 and (0, +1) for phase 1, which is why the 2x2 convolution is padded by 1 and phase a starts at a.
