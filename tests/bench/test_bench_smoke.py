@@ -121,3 +121,13 @@ def test_train_levers_ours_only(tmp_path, capsys):
                                 "--json", str(tmp_path / "levers.json")])
     assert set(result["results"]) == set(train_levers.VARIANTS) and all(result["results"].values())
     assert "| both (the trainer) |" in capsys.readouterr().out
+
+
+def test_missing_peer_interpreter_says_how_to_get_one(monkeypatch):
+    """The peer's interpreter is configurable (IMAGEN_BENCH_PEER_PYTHON, for the GPU machine); a missing one is a
+    clear message, not a traceback from subprocess."""
+    import _common
+
+    monkeypatch.setattr(_common, "PEER_PYTHON", Path("/nonexistent/peer/python"))
+    with pytest.raises(SystemExit, match="peer_setup.sh"):
+        _common.Peer(1, "cpu", "fp32")
