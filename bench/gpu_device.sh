@@ -13,7 +13,7 @@ DEVICE="${BENCH_DEVICE:-cuda}" DTYPE="${BENCH_DTYPE:-bf16}" REPS="${BENCH_REPS:-
 LOG="$RESULTS/gpu_log.txt"
 export PYTHONUNBUFFERED=1
 {
-  echo "== $(date -u +%FT%TZ) $(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1)"
+  echo "== $(date -u +%FT%TZ) $(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo "no nvidia-smi")"
   if [ -n "$WHEELS" ] && [ -d "$WHEELS" ]; then
     "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$WHEELS"/*.whl \
       || { echo "wheel install failed"; exit 1; }

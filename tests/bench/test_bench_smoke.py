@@ -131,3 +131,22 @@ def test_missing_peer_interpreter_says_how_to_get_one(monkeypatch):
     monkeypatch.setattr(_common, "PEER_PYTHON", Path("/nonexistent/peer/python"))
     with pytest.raises(SystemExit, match="peer_setup.sh"):
         _common.Peer(1, "cpu", "fp32")
+
+
+def test_gpu_device_script_dry_run_on_cpu(tmp_path):
+    """bench/gpu_device.sh is the one prepared run for a session that is lent a GPU (15 minutes, no second try):
+    its CPU dry run must work end to end. Without the peer it times ours alone and says so."""
+    import os
+    import subprocess
+
+    env = dict(os.environ, BENCH_WHEELS="", BENCH_DEVICE="cpu", BENCH_DTYPE="fp32", BENCH_REPS="1",
+               BENCH_THREADS="1", GPU_SIZES="16", BENCH_PYTHON=sys.executable, OUT=str(tmp_path),
+               IMAGEN_BENCH_PEER_PYTHON="/nonexistent/peer/python",
+               IMAGEN_BENCH_PEER_HF_HOME=str(tmp_path / "peer-hf"))
+    subprocess.run(["bash", str(BENCH / "gpu_device.sh")], env=env, check=True, capture_output=True, timeout=300)
+    log = (tmp_path / "gpu_log.txt").read_text()
+    assert "time ours only" in log and "== done" in log
+    assert "train 16px batch 32" in (tmp_path / "unet_step_gpu.md").read_text()
+    assert "16px, 50 steps" in (tmp_path / "guided_gpu.md").read_text()
+    assert json.loads((tmp_path / "unet_step_gpu.json").read_text())["results"]
+    assert (tmp_path / "peer-hf" / "hub" / "models--google--t5-v1_1-base").is_dir()
