@@ -22,11 +22,11 @@ export PYTHONUNBUFFERED=1
   export IMAGEN_BENCH_PEER_PYTHON="${IMAGEN_BENCH_PEER_PYTHON:-$PY}"
   export IMAGEN_BENCH_PEER_HF_HOME="${IMAGEN_BENCH_PEER_HF_HOME:-/tmp/peer-hf}"
   bash bench/peer_hf_cache.sh "$IMAGEN_BENCH_PEER_HF_HOME"
+  NOPEER=
   HF_HOME="$IMAGEN_BENCH_PEER_HF_HOME" HF_HUB_OFFLINE=1 "$IMAGEN_BENCH_PEER_PYTHON" -c \
     "import torch, imagen_pytorch; print('peer imports; torch', torch.__version__)" \
     || { echo "the peer does not import: the runs below time ours only"; NOPEER=--no-peer; }
   SIZES=${GPU_SIZES:-64 256}
-  NOPEER=${NOPEER:-}
   set -x
   timeout 300 "$PY" bench/unet_step.py --device "$DEVICE" --dtype "$DTYPE" --threads "$THREADS" --sizes $SIZES --batches 16 32 \
     --reps "$REPS" $NOPEER --json "$RESULTS/unet_step_gpu.json" > "$RESULTS/unet_step_gpu.md"

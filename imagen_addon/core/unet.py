@@ -85,12 +85,17 @@ class PadConv2d(nn.Conv2d):
         self.tiling = "none"
 
     def forward(self, x):
-        p = self.pad
-        if not p or self.tiling == "none":
-            return F.conv2d(x, self.weight, self.bias, self.stride, p)
-        if self.tiling == "x":
-            return F.conv2d(F.pad(x, (p, p, 0, 0), mode="circular"), self.weight, self.bias, self.stride, (p, 0))
-        return F.conv2d(F.pad(x, (p, p, p, p), mode="circular"), self.weight, self.bias, self.stride, 0)
+        return padded_conv2d(x, self.weight, self.bias, self.stride, self.pad, self.tiling)
+
+
+def padded_conv2d(x, weight, bias, stride, p: int, tiling: str):
+    """conv2d with p pixels of padding on every side: zeros, or circular on the wrapped axes ("x": left-right,
+    "xy": both) and zeros on the others."""
+    if not p or tiling == "none":
+        return F.conv2d(x, weight, bias, stride, p)
+    if tiling == "x":
+        return F.conv2d(F.pad(x, (p, p, 0, 0), mode="circular"), weight, bias, stride, (p, 0))
+    return F.conv2d(F.pad(x, (p, p, p, p), mode="circular"), weight, bias, stride, 0)
 
 
 class NearestUpConv(nn.Sequential):
@@ -132,11 +137,7 @@ class NearestUpConv(nn.Sequential):
         cout = conv.out_channels
         channels_last = x.is_contiguous(memory_format=torch.channels_last)
         weight = self.phase_weight(channels_last)
-        if conv.tiling == "none":
-            y = F.conv2d(x, weight, conv.bias.repeat_interleave(4), 1, 1)
-        else:  # circular on the wrapped axes, zeros on the others, exactly as PadConv2d pads
-            y = F.conv2d(F.pad(x, (1, 1, 0, 0) if conv.tiling == "x" else (1, 1, 1, 1), mode="circular"),
-                         weight, conv.bias.repeat_interleave(4), 1, (1, 0) if conv.tiling == "x" else 0)
+        y = padded_conv2d(x, weight, conv.bias.repeat_interleave(4), 1, 1, conv.tiling)  # as the 3x3 conv pads
         y = y.unflatten(1, (cout, 2, 2))                                       # [B, C, a, b, h+1, w+1]
         fmt = torch.channels_last if channels_last else torch.contiguous_format
         out = torch.empty(b, cout, 2 * h, 2 * w, dtype=y.dtype, device=y.device, memory_format=fmt)

@@ -127,7 +127,7 @@ def cpu_has_native_bf16() -> bool:
 
 def resolve_precision(requested: str, cpu: bool) -> str:
     """accelerate's `mixed_precision` for a run. "auto": bf16 autocast on a GPU, fp32 ("no") on a CPU, even one
-    with native bf16: there bf16 trains 1.16x-1.37x more images per second with a loss 2-4 % behind fp32's per step
+    with native bf16: there bf16 trains 1.15x-1.37x more images per second with a loss 2-4 % behind fp32's per step
     (3,000 base-stage steps; BENCHMARKS.md), so it is a choice, not the default. fp16 needs a GPU; bf16 on a CPU
     without native bf16 runs, with a warning."""
     if requested == "auto":
