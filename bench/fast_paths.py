@@ -30,10 +30,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from _common import ROOT, log, machine_line, markdown_table, setup_torch, stats, write_json  # noqa: E402
 
 from imagen_addon.core import unet as unet_mod  # noqa: E402
+from imagen_addon.core import winograd  # noqa: E402
 from imagen_addon.core.imagen import Imagen, ImagenConfig  # noqa: E402
 
-PATHS = ("sdpa", "inference_mode", "padding", "channels_last", "upconv", "bf16", "batched_guidance", "text_cache",
-         "compile")
+PATHS = ("sdpa", "inference_mode", "padding", "channels_last", "upconv", "winograd", "bf16", "batched_guidance",
+         "text_cache", "compile")
 
 
 def bundled_imagen() -> Imagen:
@@ -170,6 +171,20 @@ def cases(imagen: Imagen, only: set[str], reps: int):
             yield ("upsample + 3x3 conv as one sub-pixel 2x2 conv vs nearest upsample then conv", where,
                    *ab(timer(plain), timer(sub), reps), "on = sub-pixel (current code); channels_last")
 
+        if "winograd" in only:
+            stage_cl = copy.deepcopy(stage).to(memory_format=torch.channels_last)  # as from_pretrained runs it
+            kw_cl = {n: (v.contiguous(memory_format=torch.channels_last) if v.ndim == 4 else v) for n, v in kw.items()}
+
+            def wino(stage_cl=stage_cl, kw_cl=kw_cl):
+                with infer():
+                    stage_cl(**kw_cl)
+
+            def direct(fn=wino):
+                with patched(winograd, "ENABLED", False):
+                    fn()
+            yield ("3x3 convs >= 96 channels by Winograd F(4x4, 3x3) vs direct", where,
+                   *ab(timer(direct), timer(wino), reps), "on = Winograd (current code); channels_last")
+
         if "bf16" in only:
             def bf16(fn=fwd_inf):
                 with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -199,6 +214,9 @@ def cases(imagen: Imagen, only: set[str], reps: int):
             yield ("torch.compile vs eager", where, *ab(timer(fwd_inf), timer(comp), reps),
                    "compile time not included")
 
+    if "winograd" in only:
+        yield from winograd_training(reps)
+
     if "text_cache" in only:
         from imagen_addon.core.text import load_text_encoder  # noqa: PLC0415
 
@@ -214,6 +232,21 @@ def cases(imagen: Imagen, only: set[str], reps: int):
             encoder.encode(["a foggy valley with a river"])
         yield ("text-embedding cache: repeated prompt vs new prompt", "MiniLM encode",
                *ab(timer(uncached), timer(cached), reps), "")
+
+
+def winograd_training(reps: int):
+    """Winograd on vs off in the training step of bench/unet_step.py's U-Net (as the trainer runs it)."""
+    from unet_step import Ours, our_config  # noqa: PLC0415
+
+    torch.set_flush_denormal(True)   # as the trainer runs
+    for size in (32, 64):
+        step = Ours(our_config(size), "cpu", "fp32").train(16, 16)
+
+        def direct(step=step):
+            with patched(winograd, "ENABLED", False):
+                return step()
+        yield ("3x3 convs >= 96 channels by Winograd F(4x4, 3x3) vs direct", f"training step, {size}px batch 16",
+               *ab(direct, step, reps), "bench/unet_step.py's U-Net, fused AdamW, channels_last")
 
 
 def ms(seconds: float) -> str:

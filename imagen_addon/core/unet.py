@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .winograd import tile_size, winograd_conv2d
+
 TILINGS = ("none", "x", "xy")
 
 
@@ -91,6 +93,12 @@ class PadConv2d(nn.Conv2d):
 def padded_conv2d(x, weight, bias, stride, p: int, tiling: str):
     """conv2d with p pixels of padding on every side: zeros, or circular on the wrapped axes ("x": left-right,
     "xy": both) and zeros on the others."""
+    m = tile_size(x, weight, stride) if p == 1 else 0
+    if m:   # Winograd F(m x m, 3x3) on the padded input (winograd.py)
+        if tiling == "none":
+            return winograd_conv2d(F.pad(x, (1, 1, 1, 1)), weight, bias, m)
+        wrapped = F.pad(x, (1, 1, 0, 0) if tiling == "x" else (1, 1, 1, 1), mode="circular")
+        return winograd_conv2d(F.pad(wrapped, (0, 0, 1, 1)) if tiling == "x" else wrapped, weight, bias, m)
     if not p or tiling == "none":
         return F.conv2d(x, weight, bias, stride, p)
     if tiling == "x":

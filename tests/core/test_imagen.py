@@ -193,3 +193,17 @@ def test_bundled_images_unchanged_by_the_sub_pixel_up_convolutions(monkeypatch, 
     monkeypatch.setattr(NearestUpConv, "forward", NearestUpConv.reference)
     [plain] = bundled.generate("a landscape with a red ball on green grass under a clear sky", **kw)
     assert np.abs(arr(fast) - arr(plain)).max() <= 2
+
+
+@pytest.mark.parametrize("tiling", ["none", "x"])
+def test_bundled_images_unchanged_by_winograd_convolutions(monkeypatch, tiling):
+    """The wide 3x3 convolutions run as Winograd F(4x4, 3x3) on CPU (core/winograd.py); the bundled model's images
+    are those of the direct convolutions (to rounding), the 360-degree panorama's wrap-around included."""
+    from imagen_addon.core import winograd
+
+    bundled = Imagen.from_pretrained()
+    kw = dict(seed=7, steps=4, size=(256, 128) if tiling == "x" else None, tiling=tiling)
+    [fast] = bundled.generate("a landscape with a red ball on green grass under a clear sky", **kw)
+    monkeypatch.setattr(winograd, "ENABLED", False)
+    [direct] = bundled.generate("a landscape with a red ball on green grass under a clear sky", **kw)
+    assert np.abs(arr(fast) - arr(direct)).max() <= 2
