@@ -11,8 +11,9 @@ length 16 for both. The training step is each library's own loss (ours `Stage.lo
 peer's `Imagen.forward`, v-prediction, Min-SNR), then backward and AdamW. Repetitions alternate ours, peer, ...
 
 Each side runs as its library does. Ours (`--ours trainer`, the default) as `imagen train` and `from_pretrained`
-run it: weights in channels_last, the trainer's fused AdamW (`make_optimizer`), denormals flushed to zero (set by the
-trainer for the run; the peer runs in its own process, untouched). `--ours plain` is session 1-3's protocol:
+run it: weights in channels_last (so the wide 3x3 convolutions run as Winograd F(4x4, 3x3) in fp32 on CPU,
+`core/winograd.py`), the trainer's fused AdamW (`make_optimizer`), denormals flushed to zero (set by the trainer for
+the run; the peer runs in its own process, untouched). `--ours plain` is session 1-3's protocol:
 NCHW, torch's default AdamW loop, no flush.
 """
 

@@ -92,7 +92,8 @@ class PadConv2d(nn.Conv2d):
 
 def padded_conv2d(x, weight, bias, stride, p: int, tiling: str):
     """conv2d with p pixels of padding on every side: zeros, or circular on the wrapped axes ("x": left-right,
-    "xy": both) and zeros on the others."""
+    "xy": both) and zeros on the others. Wide 3x3 convolutions in fp32 on CPU run as Winograd F(m x m, 3x3) on the
+    padded input (`winograd.tile_size` decides; 1.05x-1.19x per training step, BENCHMARKS.md session 8)."""
     m = tile_size(x, weight, stride) if p == 1 else 0
     if m:   # Winograd F(m x m, 3x3) on the padded input (winograd.py)
         if tiling == "none":
