@@ -41,8 +41,11 @@ _GG = {m: torch.kron(torch.tensor(g, dtype=torch.float64), torch.tensor(g, dtype
        for m, (_, g, _) in MATRICES.items()}   # [alpha^2, 9]: (G g G^T) flattened, one matrix over the 9 taps
 
 MIN_CHANNELS = 96   # narrower layers lose (bench/fast_paths.py --only winograd): their products are memory-bound
-MIN_PIXELS = 1024   # batch x height x width; below it the weight transform outweighs the saved products (guidance
-                    # on a 32 px base stage, batch 2, ran 0.77x)
+# batch x height x width below which the weight transform outweighs the saved products: 1024 when training (the
+# backward reuses the transformed input and weights for two more products), 4096 in inference (the bundled SR
+# stage's 32x32 level at batch 1-2 ran 0.89x-0.99x, its base stage at batch 2, 128 channels at 8x8, 0.77x)
+MIN_PIXELS = 1024
+MIN_PIXELS_INFERENCE = 4096
 ENABLED = True      # a switch for tests and benchmarks
 
 
@@ -50,11 +53,13 @@ def tile_size(x: torch.Tensor, weight: torch.Tensor, stride) -> int:
     """m of the F(m x m, 3x3) that a 'same' 3x3 convolution of x (unpadded) should use, or 0 for the direct
     convolution: only fp32 on CPU (GPU libraries choose their own algorithms; under autocast the direct convolution
     runs in bf16), channels-last input, stride 1, both channel counts >= MIN_CHANNELS and batch x height x width >=
-    MIN_PIXELS; m = 4 where the height and width are multiples of 4, m = 2 where they are even."""
+    MIN_PIXELS (MIN_PIXELS_INFERENCE without autograd); m = 4 where the height and width are multiples of 4, m = 2
+    where they are even."""
     n, c, h, w = x.shape
+    min_pixels = MIN_PIXELS if torch.is_grad_enabled() else MIN_PIXELS_INFERENCE
     if not (ENABLED and x.device.type == "cpu" and x.dtype == torch.float32 and weight.dtype == torch.float32
             and tuple(weight.shape[2:]) == (3, 3) and stride in (1, (1, 1))
-            and min(c, weight.shape[0]) >= MIN_CHANNELS and n * h * w >= MIN_PIXELS
+            and min(c, weight.shape[0]) >= MIN_CHANNELS and n * h * w >= min_pixels
             and x.is_contiguous(memory_format=torch.channels_last) and not torch.is_autocast_enabled("cpu")):
         return 0
     return next((m for m in (4, 2) if h % m == 0 and w % m == 0), 0)

@@ -197,13 +197,18 @@ def test_bundled_images_unchanged_by_the_sub_pixel_up_convolutions(monkeypatch, 
 
 @pytest.mark.parametrize("tiling", ["none", "x"])
 def test_bundled_images_unchanged_by_winograd_convolutions(monkeypatch, tiling):
-    """The wide 3x3 convolutions run as Winograd F(4x4, 3x3) on CPU (core/winograd.py); the bundled model's images
-    are those of the direct convolutions (to rounding), the 360-degree panorama's wrap-around included."""
-    from imagen_addon.core import winograd
+    """Wide 3x3 convolutions can run as Winograd F(4x4, 3x3) on CPU (core/winograd.py). Forced on for every layer
+    of 32 or more channels (in sampling the thresholds keep the bundled model on the direct path), its images are
+    those of the direct convolutions (to rounding), the 360-degree panorama's wrap-around included."""
+    from imagen_addon.core import unet, winograd
 
     bundled = Imagen.from_pretrained()
     kw = dict(seed=7, steps=4, size=(256, 128) if tiling == "x" else None, tiling=tiling)
-    [fast] = bundled.generate("a landscape with a red ball on green grass under a clear sky", **kw)
-    monkeypatch.setattr(winograd, "ENABLED", False)
     [direct] = bundled.generate("a landscape with a red ball on green grass under a clear sky", **kw)
+    calls = []
+    monkeypatch.setattr(winograd, "MIN_CHANNELS", 32)
+    monkeypatch.setattr(winograd, "MIN_PIXELS_INFERENCE", 0)
+    monkeypatch.setattr(unet, "winograd_conv2d", lambda *a: calls.append(a[-1]) or winograd.winograd_conv2d(*a))
+    [fast] = bundled.generate("a landscape with a red ball on green grass under a clear sky", **kw)
+    assert len(calls) > 100 and set(calls) == {4}
     assert np.abs(arr(fast) - arr(direct)).max() <= 2

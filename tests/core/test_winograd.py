@@ -58,6 +58,8 @@ def test_tile_size_rule():
     assert rule(h=6, w=6, n=32) == 2 and rule(h=8, w=6, n=32) == 2
     assert rule(h=7) == 0                                   # odd
     assert rule(n=2) == 0 and rule(n=2, h=32, w=16) == 4     # too few pixels for the weight transform to pay
+    with torch.inference_mode():                             # no backward to share the transforms with
+        assert rule() == 0 and rule(n=16, h=16, w=16) == 4
     assert rule(c=64) == 0 and rule(cout=48) == 0            # narrow layers stay direct
     assert rule(layout=torch.contiguous_format) == 0
     assert rule(dtype=torch.float64) == 0 and rule(stride=2) == 0 and rule(stride=(2, 2)) == 0
