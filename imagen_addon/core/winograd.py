@@ -1,5 +1,5 @@
 """3x3 convolutions by Winograd's minimal filtering algorithm F(m x m, 3x3) (Lavin & Gray 2016, "Fast Algorithms
-for Convolutional Neural Networks", eq. 8-10):
+for Convolutional Neural Networks", CVPR 2016), in its nested 2-D form:
 
     Y = A^T [ (G g G^T) * (B^T d B) ] A
 
@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import torch
 
-# Lavin & Gray 2016, section 4.1 (F(2x2, 3x3)) and 4.2 (F(4x4, 3x3), interpolation points 0, +-1, +-2, inf):
-# B^T (alpha x alpha), G (alpha x 3), A^T (m x alpha), alpha = m + 2.
+# The matrices of Lavin & Gray 2016 for F(2x2, 3x3) and F(4x4, 3x3) (interpolation points 0, +-1, +-2, inf):
+# B^T (alpha x alpha), G (alpha x 3), A^T (m x alpha), alpha = m + 2. tests/core/test_winograd.py checks them
+# against conv2d in float64.
 MATRICES = {
     2: (((1, 0, -1, 0), (0, 1, 1, 0), (0, -1, 1, 0), (0, 1, 0, -1)),
         ((1, 0, 0), (1 / 2, 1 / 2, 1 / 2), (1 / 2, -1 / 2, 1 / 2), (0, 0, 1)),
