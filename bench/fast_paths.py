@@ -234,18 +234,18 @@ def cases(imagen: Imagen, only: set[str], reps: int):
                *ab(timer(uncached), timer(cached), reps), "")
 
 
-def winograd_training(reps: int):
+def winograd_training(reps: int, sizes=(32, 64), batch: int = 16):
     """Winograd on vs off in the training step of bench/unet_step.py's U-Net (as the trainer runs it)."""
     from unet_step import Ours, our_config  # noqa: PLC0415
 
     torch.set_flush_denormal(True)   # as the trainer runs
-    for size in (32, 64):
-        step = Ours(our_config(size), "cpu", "fp32").train(16, 16)
+    for size in sizes:
+        step = Ours(our_config(size), "cpu", "fp32").train(batch, 16)
 
         def direct(step=step):
             with patched(winograd, "ENABLED", False):
                 return step()
-        yield ("3x3 convs >= 96 channels by Winograd F(4x4, 3x3) vs direct", f"training step, {size}px batch 16",
+        yield ("3x3 convs >= 96 channels by Winograd F(4x4, 3x3) vs direct", f"training step, {size}px batch {batch}",
                *ab(direct, step, reps), "bench/unet_step.py's U-Net, fused AdamW, channels_last")
 
 

@@ -114,6 +114,18 @@ def test_fast_paths_run_on_tiny_model(tiny_imagen):
     assert all(len(r[2]) == len(r[3]) == 1 for r in rows)
 
 
+def test_fast_paths_winograd_training_case_runs():
+    """The Winograd on/off training-step case, at a size small enough for CI (there it mostly takes the direct path:
+    timing is bench/fast_paths.py's job, correctness tests/core/test_winograd.py's)."""
+    torch.set_num_threads(1)  # restored by keep_thread_count
+    try:
+        [(name, where, t_off, t_on, _)] = list(fast_paths.winograd_training(reps=1, sizes=(16,), batch=4))
+    finally:
+        torch.set_flush_denormal(False)   # the case sets it, as the trainer does
+    assert name.startswith("3x3 convs") and where == "training step, 16px batch 4"
+    assert len(t_off) == len(t_on) == 1 and min(t_off + t_on) > 0
+
+
 def test_train_levers_ours_only(tmp_path, capsys):
     import train_levers
 
