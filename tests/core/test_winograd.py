@@ -72,6 +72,15 @@ def test_tile_size_rule():
         winograd.ENABLED = True
 
 
+def test_torch_compile_keeps_the_direct_path(monkeypatch):
+    """Inductor plans its own convolutions; traced, the Winograd Function was slower than eager."""
+    x = torch.zeros(16, 96, 8, 8).contiguous(memory_format=torch.channels_last)
+    weight = torch.zeros(96, 96, 3, 3)
+    assert tile_size(x, weight, 1) == 4
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    assert tile_size(x, weight, 1) == 0
+
+
 @pytest.mark.parametrize("tiling", ["none", "x", "xy"])
 def test_unet_padded_convolution_same_with_and_without_winograd(tiling, monkeypatch):
     x, weight, bias = _inputs(8, 96, 96, 8, 16, dtype=torch.float32)
