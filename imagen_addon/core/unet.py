@@ -95,11 +95,14 @@ def padded_conv2d(x, weight, bias, stride, p: int, tiling: str):
     "xy": both) and zeros on the others. Wide 3x3 convolutions in fp32 on CPU run as Winograd F(m x m, 3x3) on the
     padded input (`winograd.tile_size` decides; 1.05x-1.19x per training step, BENCHMARKS.md session 8)."""
     m = tile_size(x, weight, stride) if p == 1 else 0
-    if m:   # Winograd F(m x m, 3x3) on the padded input (winograd.py)
-        if tiling == "none":
-            return winograd_conv2d(F.pad(x, (1, 1, 1, 1)), weight, bias, m)
-        wrapped = F.pad(x, (1, 1, 0, 0) if tiling == "x" else (1, 1, 1, 1), mode="circular")
-        return winograd_conv2d(F.pad(wrapped, (0, 0, 1, 1)) if tiling == "x" else wrapped, weight, bias, m)
+    if m:   # Winograd F(m x m, 3x3) runs unpadded, on an explicitly padded input (winograd.py)
+        if tiling == "xy":
+            x = F.pad(x, (1, 1, 1, 1), mode="circular")
+        elif tiling == "x":
+            x = F.pad(F.pad(x, (1, 1, 0, 0), mode="circular"), (0, 0, 1, 1))
+        else:
+            x = F.pad(x, (1, 1, 1, 1))
+        return winograd_conv2d(x, weight, bias, m)
     if not p or tiling == "none":
         return F.conv2d(x, weight, bias, stride, p)
     if tiling == "x":

@@ -49,7 +49,7 @@ def test_fp32_wide_layer_to_rounding_and_without_bias_or_input_grad():
     assert y.is_contiguous(memory_format=torch.channels_last)
 
 
-def test_tile_size_rule():
+def test_tile_size_rule(monkeypatch):
     def rule(c=96, h=8, w=8, dtype=torch.float32, layout=torch.channels_last, stride=1, cout=None, n=16):
         x = torch.zeros(n, c, h, w, dtype=dtype).contiguous(memory_format=layout)
         return tile_size(x, torch.zeros(cout or c, c, 3, 3, dtype=dtype), stride)
@@ -65,11 +65,8 @@ def test_tile_size_rule():
     assert rule(dtype=torch.float64) == 0 and rule(stride=2) == 0 and rule(stride=(2, 2)) == 0
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert rule() == 0
-    try:
-        winograd.ENABLED = False
-        assert rule() == 0
-    finally:
-        winograd.ENABLED = True
+    monkeypatch.setattr(winograd, "ENABLED", False)
+    assert rule() == 0
 
 
 def test_torch_compile_keeps_the_direct_path(monkeypatch):
@@ -93,3 +90,30 @@ def test_unet_padded_convolution_same_with_and_without_winograd(tiling, monkeypa
     assert (fast - direct).abs().max() <= 1e-4 * direct.abs().max()
     for a, b in zip(fast_grads, direct_grads):
         assert (a - b).abs().max() <= 1e-4 * b.abs().max()
+
+
+def test_unet_training_gradients_same_with_and_without_winograd(monkeypatch):
+    """A whole channels_last U-Net, as the trainer runs it: the same loss and parameter gradients either way."""
+    from imagen_addon.core import unet
+    from imagen_addon.core.unet import EfficientUNet, UNetConfig
+
+    torch.manual_seed(0)
+    net = EfficientUNet(UNetConfig(image_size=16, base_channels=96, channel_mults=(1, 2), num_res_blocks=(1, 1),
+                                   cross_attn_resolutions=(8,), head_dim=32, groups=8))
+    net.to(memory_format=torch.channels_last)
+    x = torch.randn(4, 3, 16, 16).contiguous(memory_format=torch.channels_last)
+    text, mask = torch.randn(4, 5, net.cfg.text_dim), torch.ones(4, 5, dtype=torch.bool)
+    calls = []
+    monkeypatch.setattr(unet, "winograd_conv2d", lambda *a: calls.append(a[-1]) or winograd_conv2d(*a))
+
+    def grads():
+        net.zero_grad(set_to_none=True)
+        net(x, torch.zeros(4), text, mask).square().mean().backward()
+        return [p.grad.clone() for p in net.parameters()]
+
+    fast = grads()
+    assert calls, "no layer took the Winograd path"
+    monkeypatch.setattr(winograd, "ENABLED", False)
+    direct = grads()
+    for a, b in zip(fast, direct):
+        assert (a - b).abs().max() <= 1e-3 * b.abs().max() + 1e-7
