@@ -77,14 +77,7 @@ def patched(obj, name, value):
 
 def conv_explicit_padding(self, x):
     """The path before the fast path: an F.pad copy of the input, then an unpadded convolution."""
-    p = self.pad
-    if self.tiling == "none":
-        x = F.pad(x, (p, p, p, p))
-    elif self.tiling == "x":
-        x = F.pad(F.pad(x, (p, p, 0, 0), mode="circular"), (0, 0, p, p))
-    else:
-        x = F.pad(x, (p, p, p, p), mode="circular")
-    return F.conv2d(x, self.weight, self.bias, self.stride, 0)
+    return F.conv2d(unet_mod.pad(x, self.pad, self.tiling), self.weight, self.bias, self.stride, 0)
 
 
 def ab(off, on, reps: int) -> tuple[list[float], list[float]]:
@@ -147,43 +140,31 @@ def cases(imagen: Imagen, only: set[str], reps: int):
             yield ("zero padding inside conv2d vs F.pad + conv2d", where, *ab(timer(explicit), timer(fwd_inf), reps),
                    "on = padding inside conv2d (current code); circular tiling keeps F.pad on the wrapped axes")
 
-        if "channels_last" in only:
-            stage_cl = copy.deepcopy(stage).to(memory_format=torch.channels_last)
-            kw_cl = {n: (v.contiguous(memory_format=torch.channels_last) if v.ndim == 4 else v) for n, v in kw.items()}
+        # The same call in channels_last, as from_pretrained runs it (a copy: the NCHW cases keep theirs).
+        stage_cl = copy.deepcopy(stage).to(memory_format=torch.channels_last)
+        kw_cl = {n: (v.contiguous(memory_format=torch.channels_last) if v.ndim == 4 else v) for n, v in kw.items()}
 
-            def cl(stage_cl=stage_cl, kw_cl=kw_cl):
-                with infer():
-                    stage_cl(**kw_cl)
-            yield ("channels_last vs contiguous (NCHW)", where, *ab(timer(fwd_inf), timer(cl), reps),
+        def fwd_cl(stage_cl=stage_cl, kw_cl=kw_cl):
+            with infer():
+                stage_cl(**kw_cl)
+
+        if "channels_last" in only:
+            yield ("channels_last vs contiguous (NCHW)", where, *ab(timer(fwd_inf), timer(fwd_cl), reps),
                    "weights and input channels_last")
 
         if "upconv" in only:
-            stage_cl = copy.deepcopy(stage).to(memory_format=torch.channels_last)  # as from_pretrained runs it
-            kw_cl = {n: (v.contiguous(memory_format=torch.channels_last) if v.ndim == 4 else v) for n, v in kw.items()}
-
-            def sub(stage_cl=stage_cl, kw_cl=kw_cl):
-                with infer():
-                    stage_cl(**kw_cl)
-
-            def plain(fn=sub):
+            def plain(fn=fwd_cl):
                 with patched(unet_mod.NearestUpConv, "forward", unet_mod.NearestUpConv.reference):
                     fn()
             yield ("upsample + 3x3 conv as one sub-pixel 2x2 conv vs nearest upsample then conv", where,
-                   *ab(timer(plain), timer(sub), reps), "on = sub-pixel (current code); channels_last")
+                   *ab(timer(plain), timer(fwd_cl), reps), "on = sub-pixel (current code); channels_last")
 
         if "winograd" in only:
-            stage_cl = copy.deepcopy(stage).to(memory_format=torch.channels_last)  # as from_pretrained runs it
-            kw_cl = {n: (v.contiguous(memory_format=torch.channels_last) if v.ndim == 4 else v) for n, v in kw.items()}
-
-            def wino(stage_cl=stage_cl, kw_cl=kw_cl):
-                with infer():
-                    stage_cl(**kw_cl)
-
-            def direct(fn=wino):
+            def direct(fn=fwd_cl):
                 with patched(winograd, "ENABLED", False):
                     fn()
             yield ("3x3 convs >= 96 channels by Winograd F(4x4, 3x3) vs direct", where,
-                   *ab(timer(direct), timer(wino), reps), "on = Winograd (current code); channels_last")
+                   *ab(timer(direct), timer(fwd_cl), reps), "on = Winograd (current code); channels_last")
 
         if "bf16" in only:
             def bf16(fn=fwd_inf):

@@ -90,19 +90,23 @@ class PadConv2d(nn.Conv2d):
         return padded_conv2d(x, self.weight, self.bias, self.stride, self.pad, self.tiling)
 
 
+def pad(x, p: int, tiling: str):
+    """x with p pixels of padding on every side, as `padded_conv2d` pads: circular on the wrapped axes, zeros on
+    the others (a copy; the direct convolution pads zeros inside conv2d instead)."""
+    if tiling == "xy":
+        return F.pad(x, (p, p, p, p), mode="circular")
+    if tiling == "x":
+        return F.pad(F.pad(x, (p, p, 0, 0), mode="circular"), (0, 0, p, p))
+    return F.pad(x, (p, p, p, p))
+
+
 def padded_conv2d(x, weight, bias, stride, p: int, tiling: str):
     """conv2d with p pixels of padding on every side: zeros, or circular on the wrapped axes ("x": left-right,
     "xy": both) and zeros on the others. Wide 3x3 convolutions in fp32 on CPU run as Winograd F(m x m, 3x3) on the
     padded input (`winograd.tile_size` decides; 1.05x-1.19x per training step, BENCHMARKS.md session 8)."""
     m = tile_size(x, weight, stride) if p == 1 else 0
     if m:   # Winograd F(m x m, 3x3) runs unpadded, on an explicitly padded input (winograd.py)
-        if tiling == "xy":
-            x = F.pad(x, (1, 1, 1, 1), mode="circular")
-        elif tiling == "x":
-            x = F.pad(F.pad(x, (1, 1, 0, 0), mode="circular"), (0, 0, 1, 1))
-        else:
-            x = F.pad(x, (1, 1, 1, 1))
-        return winograd_conv2d(x, weight, bias, m)
+        return winograd_conv2d(pad(x, p, tiling), weight, bias, m)
     if not p or tiling == "none":
         return F.conv2d(x, weight, bias, stride, p)
     if tiling == "x":
